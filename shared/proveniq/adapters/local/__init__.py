@@ -1,0 +1,1 @@
+"""Local adapters for development, tests and offline verification (stand-ins for GCP)."""

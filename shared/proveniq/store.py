@@ -1,0 +1,271 @@
+"""The ledger's PostgreSQL store: sequencing under the advisory lock, and reads.
+
+One transaction per append: take `pg_advisory_xact_lock` and read the tail (one function call,
+two statements, so the tail is read after the lock is granted), check lifecycle transitions,
+link the entries with the kernel, insert events + outbox rows (+ subject status, idempotency
+record), commit. Everything that does not depend on the tail is computed before the lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from proveniq import lifecycle
+from proveniq.chain import Draft, Tail, link
+from proveniq.db import Pool
+from proveniq.entry import Entry
+from proveniq.errors import IdempotencyConflict, NotFound
+from proveniq.submission import Prepared
+from proveniq.timefmt import utcnow
+
+LEDGER_LOCK_KEY = 0x50524F56454E4951  # "PROVENIQ"
+_EVENT_COLS = (
+    "seq, id, tenant, type, subject, payload_hash, payload, occurred_at, recorded_at, prev, "
+    "leaf_hash, actor"
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Idempotency:
+    key: str
+    request_hash: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredResponse:
+    status: int
+    body: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class Appended:
+    entries: list[Entry]
+    payloads: list[bytes]
+    response: StoredResponse | None = None
+    replayed: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredEvent:
+    entry: Entry
+    payload: bytes | None
+    actor: str
+
+
+Render = Callable[[list[Entry]], StoredResponse]
+
+
+class LedgerStore:
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    def append(
+        self,
+        *,
+        tenant: str,
+        actor: str,
+        items: Sequence[tuple[str, Prepared]],
+        idempotency: Idempotency | None = None,
+        render: Render | None = None,
+    ) -> Appended:
+        """Sequence `items` (event id, prepared submission) all-or-nothing."""
+        try:
+            return self._append(tenant, actor, items, idempotency, render)
+        except _LostIdempotencyRace:
+            assert idempotency is not None
+            replay = self._replay(tenant, idempotency)
+            assert replay is not None
+            return Appended(entries=[], payloads=[], response=replay, replayed=True)
+
+    def _append(
+        self,
+        tenant: str,
+        actor: str,
+        items: Sequence[tuple[str, Prepared]],
+        idempotency: Idempotency | None,
+        render: Render | None,
+    ) -> Appended:
+        if idempotency is not None:
+            replay = self._replay(tenant, idempotency)
+            if replay is not None:
+                return Appended(entries=[], payloads=[], response=replay, replayed=True)
+        drafts = [p.draft(event_id=eid, tenant=tenant) for eid, p in items]
+        payloads = [p.payload for _, p in items]
+        governed = sorted({p.subject for _, p in items if lifecycle.governs(p.type)})
+        with self.pool.transaction() as cur:
+            cur.execute("SELECT size, leaf_hash FROM ledger_lock_tail(%s)", (LEDGER_LOCK_KEY,))
+            size, tail_hash = cur.fetchone()
+            statuses = self._next_statuses(cur, tenant, drafts, governed)
+            entries = link(drafts, tail=Tail(size=size, leaf_hash=tail_hash), recorded_at=utcnow())
+            self._insert(cur, entries, payloads, actor)
+            if statuses:
+                self._save_statuses(cur, tenant, statuses, entries)
+            response = render(entries) if render else None
+            if idempotency is not None and response is not None:
+                cur.execute(
+                    "INSERT INTO idempotency_keys (tenant, key, request_hash, status, response) "
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+                    (
+                        tenant,
+                        idempotency.key,
+                        idempotency.request_hash,
+                        response.status,
+                        response.body,
+                    ),
+                )
+                if cur.fetchone() is None:  # a concurrent request with the same key won
+                    raise _LostIdempotencyRace
+        return Appended(entries=entries, payloads=payloads, response=response)
+
+    def _replay(self, tenant: str, idem: Idempotency) -> StoredResponse | None:
+        with self.pool.transaction() as cur:
+            cur.execute(
+                "SELECT request_hash, status, response FROM idempotency_keys "
+                "WHERE tenant = %s AND key = %s",
+                (tenant, idem.key),
+            )
+            row = cur.fetchone()
+        if row is None:
+            return None
+        if bytes(row[0]) != idem.request_hash:
+            raise IdempotencyConflict(
+                "Idempotency-Key was already used with a different request body"
+            )
+        return StoredResponse(status=row[1], body=bytes(row[2]))
+
+    def _next_statuses(
+        self, cur: Any, tenant: str, drafts: Sequence[Draft], governed: list[str]
+    ) -> dict[str, tuple[str, int]]:
+        """Walk the batch's asset events in order; return subject -> (final status, offset)."""
+        if not governed:
+            return {}
+        cur.execute(
+            "SELECT subject, status FROM subject_state WHERE tenant = %s AND subject = ANY(%s)",
+            (tenant, governed),
+        )
+        current: dict[str, str | None] = {s: st for s, st in cur.fetchall()}
+        out: dict[str, tuple[str, int]] = {}
+        for offset, d in enumerate(drafts):
+            if lifecycle.governs(d.type):
+                status = lifecycle.next_status(d.type, current.get(d.subject), subject=d.subject)
+                current[d.subject] = status
+                if status is not None:
+                    out[d.subject] = (status, offset)
+        return out
+
+    @staticmethod
+    def _insert(cur: Any, entries: list[Entry], payloads: list[bytes], actor: str) -> None:
+        rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(entries))
+        params: list[Any] = []
+        for e, payload in zip(entries, payloads, strict=True):
+            params += [
+                e.seq,
+                e.id,
+                e.tenant,
+                e.type,
+                e.subject,
+                e.payload_hash,
+                payload,
+                e.occurred_at,
+                e.recorded_at,
+                e.prev,
+                e.leaf_hash(),
+                actor,
+            ]
+        cur.execute(
+            f"WITH ev AS (INSERT INTO events ({_EVENT_COLS}) VALUES {rows} RETURNING seq) "  # noqa: S608
+            "INSERT INTO outbox (seq) SELECT seq FROM ev",
+            params,
+        )
+
+    @staticmethod
+    def _save_statuses(
+        cur: Any, tenant: str, statuses: dict[str, tuple[str, int]], entries: list[Entry]
+    ) -> None:
+        rows = ", ".join(["(%s, %s, %s, %s)"] * len(statuses))
+        params: list[Any] = []
+        for subject, (status, offset) in statuses.items():
+            params += [tenant, subject, status, entries[offset].seq]
+        cur.execute(
+            f"INSERT INTO subject_state (tenant, subject, status, last_seq) VALUES {rows} "  # noqa: S608
+            "ON CONFLICT (tenant, subject) DO UPDATE "
+            "SET status = EXCLUDED.status, last_seq = EXCLUDED.last_seq",
+            params,
+        )
+
+    # ---- reads (tenant-scoped) -------------------------------------------------------------
+
+    def get_event(self, *, tenant: str | None, event_id: str) -> StoredEvent:
+        sql = f"SELECT {_EVENT_COLS} FROM events WHERE id = %s"  # noqa: S608
+        params: list[Any] = [event_id]
+        if tenant is not None:
+            sql += " AND tenant = %s"
+            params.append(tenant)
+        with self.pool.transaction() as cur:
+            cur.execute(sql, params)
+            row = cur.fetchone()
+        if row is None:
+            raise NotFound(f"event {event_id} not found")
+        return _stored(row)
+
+    def unpublished(self, *, limit: int = 500) -> list[StoredEvent]:
+        with self.pool.transaction() as cur:
+            cur.execute(
+                f"SELECT {', '.join('e.' + c.strip() for c in _EVENT_COLS.split(','))} "  # noqa: S608
+                "FROM outbox o JOIN events e USING (seq) WHERE o.published_at IS NULL "
+                "ORDER BY o.seq LIMIT %s",
+                (limit,),
+            )
+            return [_stored(r) for r in cur.fetchall()]
+
+    def mark_published(self, seqs: Sequence[int]) -> None:
+        if not seqs:
+            return
+        with self.pool.transaction() as cur:
+            cur.execute(
+                "UPDATE outbox SET published_at = now() WHERE seq = ANY(%s) "
+                "AND published_at IS NULL",
+                (list(seqs),),
+            )
+
+
+class _LostIdempotencyRace(Exception):
+    """Internal: roll back and replay the winner's stored response."""
+
+
+def request_hash(body: bytes) -> bytes:
+    return hashlib.sha256(body).digest()
+
+
+def _stored(row: Sequence[Any]) -> StoredEvent:
+    (
+        seq,
+        eid,
+        tenant,
+        etype,
+        subject,
+        payload_hash,
+        payload,
+        occurred_at,
+        recorded_at,
+        prev,
+        _leaf,
+        actor,
+    ) = row
+    entry = Entry(
+        seq=seq,
+        id=eid,
+        tenant=tenant,
+        type=etype,
+        subject=subject,
+        payload_hash=bytes(payload_hash),
+        occurred_at=occurred_at,
+        recorded_at=recorded_at,
+        prev=bytes(prev),
+    )
+    return StoredEvent(
+        entry=entry, payload=None if payload is None else bytes(payload), actor=actor
+    )
