@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -111,6 +112,93 @@ def demo(out_dir: Path, entries: int) -> None:
     from proveniq.demo import run_demo
 
     run_demo(out_dir=out_dir, entries=entries, echo=click.echo)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=None, help="Gateway port (default $PORT or 8080).")
+def serve(host: str, port: int | None) -> None:
+    """Run the whole system locally: embedded PostgreSQL, functions, gateway, bus."""
+    import dataclasses
+
+    from proveniq import localstack
+    from proveniq.settings import Settings
+
+    settings = Settings.from_env()
+    if port is not None:
+        settings = dataclasses.replace(settings, port=port)
+    with _reporting():
+        localstack.run(settings, host=host, echo=click.echo)
+
+
+@main.group()
+def admin() -> None:
+    """Bootstrap and manage partners and API keys directly in the database."""
+
+
+@admin.command("create-partner")
+@click.argument("name")
+@click.option(
+    "--tier",
+    default="free",
+    show_default=True,
+    type=click.Choice(["free", "pro", "enterprise", "internal"]),
+)
+def admin_create_partner(name: str, tier: str) -> None:
+    """Create a partner (organization)."""
+    with _reporting():
+        partner = _runtime().accounts.create_partner(name=name, tier=tier)
+        click.echo(json.dumps(partner.to_json()))
+
+
+@admin.command("create-key")
+@click.option("--partner", "partner_id", default=None, help="Partner id (omit for a platform key).")
+@click.option("--role", default=None, type=click.Choice(["OWNER", "ADMIN", "MEMBER", "VIEWER"]))
+@click.option(
+    "--global-role", default="USER", type=click.Choice(["ADMIN", "AUDITOR", "INVESTOR", "USER"])
+)
+@click.option("--label", default="")
+def admin_create_key(
+    partner_id: str | None, role: str | None, global_role: str, label: str
+) -> None:
+    """Create an API key; the key is printed once on stdout."""
+    with _reporting():
+        new, rec = _runtime().accounts.create_key(
+            partner_id=partner_id, org_role=role, global_role=global_role, label=label
+        )
+        click.echo(f"created {rec.id} ({rec.prefix}); store this key now:", err=True)
+        click.echo(new.secret)
+
+
+@admin.command("revoke-key")
+@click.argument("key_id")
+def admin_revoke_key(key_id: str) -> None:
+    """Revoke an API key by id (key_...)."""
+    with _reporting():
+        _runtime().accounts.revoke_key(key_id)
+        click.echo(f"revoked {key_id}")
+
+
+@main.command()
+def migrate() -> None:
+    """Apply pending database migrations (embedded server or PROVENIQ_DATABASE_URL)."""
+    from proveniq import localstack
+    from proveniq.settings import Settings
+
+    with _reporting():
+        localstack.prepare(Settings.from_env())
+        click.echo("migrations applied")
+
+
+def _runtime() -> Any:
+    from proveniq import localstack
+    from proveniq.runtime import runtime
+    from proveniq.settings import Settings
+
+    settings = Settings.from_env()
+    if settings.backend == "local":
+        localstack.prepare(settings)
+    return runtime()
 
 
 def _checkpoint_text(path: Path) -> str:

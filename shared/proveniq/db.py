@@ -17,6 +17,8 @@ from urllib.parse import parse_qs, unquote, urlparse
 import pg8000.dbapi
 from sqlalchemy.pool import QueuePool
 
+from proveniq.errors import Unavailable
+
 Connect = Callable[[], Any]
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -68,9 +70,15 @@ class Pool:
 
     @contextmanager
     def connection(self) -> Iterator[Any]:
-        conn = self._pool.connect()
+        try:
+            conn = self._pool.connect()
+        except (pg8000.InterfaceError, OSError, TimeoutError) as e:
+            raise Unavailable("database unavailable") from e
         try:
             yield conn
+        except pg8000.InterfaceError as e:
+            conn.invalidate()
+            raise Unavailable("database connection lost") from e
         finally:
             conn.close()  # returns it to the pool
 

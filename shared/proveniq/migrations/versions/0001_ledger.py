@@ -21,7 +21,7 @@ END $$;
 CREATE TABLE partners (
   id          text PRIMARY KEY,
   name        text NOT NULL,
-  tier        text NOT NULL CHECK (tier IN ('free', 'pro', 'enterprise')),
+  tier        text NOT NULL CHECK (tier IN ('free', 'pro', 'enterprise', 'internal')),
   created_at  timestamptz NOT NULL DEFAULT now(),
   disabled_at timestamptz
 );

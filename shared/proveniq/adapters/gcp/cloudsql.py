@@ -1,0 +1,33 @@
+"""Cloud SQL for PostgreSQL through the Cloud SQL Python Connector (pg8000, IAM auth, lazy
+refresh for serverless). The connector calls google.auth.default() when built, so it is built
+only here, on first connection, in the GCP backend."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from proveniq.db import Connect, set_nodelay
+from proveniq.settings import Settings
+
+_lock = threading.Lock()
+_connector: Any = None
+
+
+def cloudsql_connector(settings: Settings) -> Connect:
+    instance = settings.cloudsql_instance
+    if not instance:
+        raise ValueError("PROVENIQ_CLOUDSQL_INSTANCE is required for the gcp backend")
+
+    def connect() -> Any:
+        global _connector
+        with _lock:
+            if _connector is None:
+                from google.cloud.sql.connector import Connector
+
+                _connector = Connector(refresh_strategy="lazy", enable_iam_auth=True)
+        conn = _connector.connect(instance, "pg8000", user=settings.db_user, db=settings.db_name)
+        set_nodelay(conn)
+        return conn
+
+    return connect

@@ -1,0 +1,107 @@
+"""Route tables of the HTTP functions (the paths match terraform's API Gateway config)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Request, Response
+
+from proveniq.canonical import parse_strict
+from proveniq.errors import ValidationError
+from proveniq.httpapi import Call, Reply, Route, serve
+from proveniq.runtime import Runtime, runtime
+
+EVENT_ID = r"(?P<id>evt_[0-9a-f]{32})"
+
+
+def health_routes(rt: Runtime) -> list[Route]:
+    def health(_: Call) -> Reply:
+        return Reply(data={"status": "ok"})
+
+    def ready(_: Call) -> Reply:
+        rt.ready()
+        return Reply(data={"status": "ready"})
+
+    return [Route("GET", "/health", health, None), Route("GET", "/ready", ready, None)]
+
+
+def write_routes(rt: Runtime) -> list[Route]:
+    return [
+        Route("POST", "/v1/events", rt.append.write_one, "asset:create"),
+        Route("POST", "/v1/events:batch", rt.append.write_batch, "asset:create"),
+        *health_routes(rt),
+    ]
+
+
+def admin_routes(rt: Runtime) -> list[Route]:
+    def create_partner(call: Call) -> Reply:
+        doc = _object(call.body, {"name", "tier"})
+        name = doc.get("name")
+        if not isinstance(name, str) or not 1 <= len(name) <= 200:
+            raise ValidationError("name must be 1-200 characters", field="name")
+        tier = doc.get("tier", "free")
+        if not isinstance(tier, str):
+            raise ValidationError("tier must be a string", field="tier")
+        return Reply(status=201, data=rt.accounts.create_partner(name=name, tier=tier).to_json())
+
+    def list_partners(_: Call) -> Reply:
+        partners = [p.to_json() for p in rt.accounts.list_partners()]
+        return Reply(data=partners, meta={"total": len(partners)})
+
+    def create_key(call: Call) -> Reply:
+        doc = _object(call.body, {"partner_id", "role", "global_role", "label"})
+        for k in ("partner_id", "role", "global_role", "label"):
+            if k in doc and doc[k] is not None and not isinstance(doc[k], str):
+                raise ValidationError("must be a string", field=k)
+        new, rec = rt.accounts.create_key(
+            partner_id=doc.get("partner_id"),
+            org_role=doc.get("role"),
+            global_role=doc.get("global_role") or "USER",
+            label=doc.get("label") or "",
+        )
+        return Reply(
+            status=201,
+            data={
+                "id": rec.id,
+                "prefix": rec.prefix,
+                "partner_id": rec.partner_id,
+                "role": rec.org_role,
+                "global_role": rec.global_role,
+                "api_key": new.secret,
+                "note": "shown once: store it now",
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+    def revoke_key(call: Call) -> Reply:
+        rt.accounts.revoke_key(call.params["id"])
+        return Reply(data={"id": call.params["id"], "revoked": True})
+
+    return [
+        Route("POST", "/v1/admin/partners", create_partner, "admin:system", tenant_scoped=False),
+        Route("GET", "/v1/admin/partners", list_partners, "admin:system", tenant_scoped=False),
+        Route("POST", "/v1/admin/api-keys", create_key, "admin:system", tenant_scoped=False),
+        Route(
+            "DELETE",
+            r"/v1/admin/api-keys/(?P<id>key_[0-9a-f]{12})",
+            revoke_key,
+            "admin:system",
+            tenant_scoped=False,
+        ),
+        *health_routes(rt),
+    ]
+
+
+def handle(request: Request, table: Any) -> Response:
+    rt = runtime()
+    return serve(request, table(rt), rt, max_body=rt.settings.max_body_bytes)
+
+
+def _object(body: bytes, allowed: set[str]) -> dict[str, Any]:
+    doc = parse_strict(body or b"{}")
+    if not isinstance(doc, dict):
+        raise ValidationError("request body must be a JSON object", field="body")
+    unknown = sorted(doc.keys() - allowed)
+    if unknown:
+        raise ValidationError(f"unknown fields: {', '.join(unknown)}", field=unknown[0])
+    return doc

@@ -1,0 +1,170 @@
+"""`make run`: the whole system on one machine.
+
+Embedded PostgreSQL (data under `.proveniq/`), migrations, every built function served by
+functions-framework behind one gateway on http://127.0.0.1:8080 with the API Gateway's paths,
+the in-process bus for `ledger-events`, the outbox sweep, and a first-run bootstrap that
+creates a demo partner and a global admin key (stored in `.proveniq/*-api-key`, local only).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from proveniq.settings import Settings
+
+log = logging.getLogger("proveniq.localstack")
+ROOT = Path(__file__).resolve().parents[2]
+
+# (method regex, path regex, function) in API Gateway order; first match wins.
+GATEWAY: list[tuple[str, str, str]] = [
+    ("GET", r"/(health|ready)", "write_event"),
+    (".*", r"/v1/admin/.*", "admin"),
+    ("POST", r"/v1/events(:batch)?", "write_event"),
+]
+FUNCTIONS = {"write_event": "write_event", "admin": "admin"}  # directory -> target
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    app: Callable[..., Any]
+    stop_event: threading.Event
+    threads: list[threading.Thread]
+
+
+def gateway(apps: dict[str, Callable[..., Any]]) -> Callable[..., Any]:
+    routes = [(re.compile(m), re.compile(p), name) for m, p, name in GATEWAY if name in apps]
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/")
+        for m, p, name in routes:
+            if p.fullmatch(path) and m.fullmatch(method):
+                result: Iterable[bytes] = apps[name](environ, start_response)
+                return result
+        body = (
+            b'{"success":false,"error":{"code":"NOT_FOUND","message":"no route for '
+            + path.encode("utf-8", "replace")[:200]
+            + b'"}}'
+        )
+        start_response("404 Not Found", [("Content-Type", "application/json")])
+        return [body]
+
+    return app
+
+
+def prepare(settings: Settings) -> Settings:
+    """Start the embedded database (unless a URL is configured) and point the functions at it."""
+    from proveniq.adapters.local import postgres
+
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.database_url:
+        server = postgres.prepare(settings.state_dir / "pg", database=settings.db_name)
+        os.environ["PROVENIQ_DATABASE_URL"] = server.url(
+            user=settings.db_user, database=settings.db_name
+        )
+    else:
+        from proveniq import db
+
+        db.migrate(db.url_connector(settings.database_url))
+    os.environ.setdefault("PROVENIQ_STATE_DIR", str(settings.state_dir))
+    return Settings.from_env()
+
+
+def build_apps() -> dict[str, Callable[..., Any]]:
+    from functions_framework import create_app
+
+    apps = {}
+    for directory, target in FUNCTIONS.items():
+        source = ROOT / "functions" / directory / "main.py"
+        if source.exists():
+            apps[directory] = create_app(  # type: ignore[no-untyped-call]
+                target=target, source=str(source), signature_type="http"
+            )
+    return apps
+
+
+def bootstrap(settings: Settings, echo: Callable[[str], None]) -> None:
+    """First run only: a demo partner and a global admin, keys saved under the state folder."""
+    from proveniq.runtime import runtime
+
+    admin_file = settings.state_dir / "admin-api-key"
+    demo_file = settings.state_dir / "demo-api-key"
+    if admin_file.exists() and demo_file.exists():
+        echo(f"reusing API keys in {admin_file} and {demo_file}")
+        return
+    accounts = runtime().accounts
+    partner = accounts.create_partner(name="Demo Carrier", tier="enterprise")
+    demo, _ = accounts.create_key(partner_id=partner.id, org_role="ADMIN", label="demo", env="test")
+    admin, _ = accounts.create_key(
+        partner_id=None, org_role=None, global_role="ADMIN", label="local admin", env="test"
+    )
+    for path, key in ((demo_file, demo.secret), (admin_file, admin.secret)):
+        path.write_text(key + "\n")
+        path.chmod(0o600)
+    echo(f"created demo partner {partner.id}")
+    echo(f"  demo partner API key (local only): {demo.secret}")
+    echo(f"  global admin API key (local only): {admin.secret}")
+
+
+def start_background(stop: threading.Event) -> list[threading.Thread]:
+    from proveniq.runtime import runtime
+
+    def sweep() -> None:
+        while not stop.wait(1.0):
+            try:
+                runtime().relay.sweep()
+            except Exception:
+                log.exception("outbox sweep failed")
+
+    t = threading.Thread(target=sweep, name="outbox-sweep", daemon=True)
+    t.start()
+    return [t]
+
+
+def run(settings: Settings, *, host: str, echo: Callable[[str], None]) -> None:
+    from werkzeug.serving import make_server
+
+    from proveniq import logs
+
+    logs.setup()
+    settings = prepare(settings)
+    bootstrap(settings, echo)
+    apps = build_apps()
+    stop = threading.Event()
+    threads = start_background(stop)
+    server = make_server(host, settings.port, gateway(apps), threaded=True)
+    echo(
+        f"Proveniq Ledger local stack on http://{host}:{settings.port} "
+        f"(functions: {', '.join(sorted(apps))}); Ctrl-C stops it"
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        echo("stopping...")
+    finally:
+        stop.set()
+        server.server_close()
+        for t in threads:
+            t.join(timeout=5)
+        shutdown(settings)
+
+
+def shutdown(settings: Settings) -> None:
+    from proveniq.adapters.local import postgres
+    from proveniq.runtime import runtime
+
+    if runtime.cache_info().currsize:
+        rt = runtime()
+        close = getattr(rt.publisher, "close", None)
+        if close is not None:
+            close()
+        rt.pool.dispose()
+    if (settings.state_dir / "pg").exists():
+        postgres.stop(settings.state_dir / "pg")

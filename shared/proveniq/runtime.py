@@ -1,0 +1,115 @@
+"""The one cached factory every function uses: settings -> pool, store, ports, services.
+
+Clients are built on first use, never at import (cold starts stay cheap).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from proveniq import db
+from proveniq.accounts import Accounts
+from proveniq.auth import Authenticator
+from proveniq.db import Pool
+from proveniq.httpapi import Edge
+from proveniq.ports import IdentityVerifier, Principal, Publisher
+from proveniq.ratelimit import RateLimiter
+from proveniq.services.append import AppendService
+from proveniq.services.relay import Relay
+from proveniq.settings import Settings
+from proveniq.store import LedgerStore
+
+log = logging.getLogger("proveniq.runtime")
+
+
+@dataclass
+class Runtime(Edge):
+    settings: Settings
+    pool: Pool
+    store: LedgerStore
+    accounts: Accounts
+    authenticator: Authenticator
+    limiter: RateLimiter
+    publisher: Publisher
+    relay: Relay
+    append: AppendService
+
+    def authenticate(self, headers: Any) -> Principal:
+        return self.authenticator.authenticate(headers)
+
+    def rate_limit(self, principal: Principal, tenant: str | None) -> Mapping[str, str]:
+        bucket = principal.tenant or principal.subject
+        budget = self.limiter.take(bucket=bucket, tier=principal.tier)
+        return budget.headers() if budget else {}
+
+    def ready(self) -> None:
+        with self.pool.transaction() as cur:
+            cur.execute("SELECT 1")
+
+
+def build(settings: Settings, *, publisher: Publisher | None = None) -> Runtime:
+    pool = Pool(_connector(settings), size=settings.pool_size)
+    store = LedgerStore(pool)
+    accounts = Accounts(pool)
+    pub = publisher or _publisher(settings)
+    relay = Relay(store=store, publisher=pub, topic=settings.pubsub_topic)
+    return Runtime(
+        settings=settings,
+        pool=pool,
+        store=store,
+        accounts=accounts,
+        authenticator=Authenticator(accounts=accounts, identity=_identity(settings)),
+        limiter=RateLimiter(pool),
+        publisher=pub,
+        relay=relay,
+        append=AppendService(store=store, relay=relay),
+    )
+
+
+@functools.cache
+def runtime() -> Runtime:
+    from proveniq import logs
+
+    logs.setup()
+    return build(Settings.from_env())
+
+
+def _connector(settings: Settings) -> db.Connect:
+    if settings.backend == "gcp":
+        from proveniq.adapters.gcp.cloudsql import cloudsql_connector
+
+        return cloudsql_connector(settings)
+    if settings.database_url:
+        return db.url_connector(settings.database_url)
+    from proveniq.adapters.local import postgres
+
+    server = postgres.prepare(settings.state_dir / "pg", database=settings.db_name)
+    return db.url_connector(server.url(user=settings.db_user, database=settings.db_name))
+
+
+def _publisher(settings: Settings) -> Publisher:
+    if settings.backend == "gcp":
+        from proveniq.adapters.gcp.pubsub import PubSubPublisher
+
+        assert settings.gcp_project is not None
+        return PubSubPublisher(project=settings.gcp_project)
+    from proveniq.adapters.local.bus import InProcessBus
+
+    return InProcessBus()
+
+
+def _identity(settings: Settings) -> IdentityVerifier | None:
+    if not settings.firebase_project:
+        return None
+    from proveniq.adapters.gcp.firebase import FirebaseIdentity
+
+    return FirebaseIdentity(project_id=settings.firebase_project)
+
+
+def describe(rt: Runtime) -> dict[str, Any]:
+    s = rt.settings
+    return {"backend": s.backend, "origin": s.log_origin, "topic": s.pubsub_topic}

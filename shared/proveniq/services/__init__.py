@@ -1,0 +1,1 @@
+"""Services: the ledger's use cases, pure logic over ports (append, publish, ...)."""

@@ -1,0 +1,87 @@
+"""Append: validate, authorise, sequence under the lock, commit, publish, acknowledge."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+
+from proveniq import lifecycle
+from proveniq.entry import Entry
+from proveniq.errors import ValidationError
+from proveniq.httpapi import Call, Reply, envelope
+from proveniq.services.relay import Relay
+from proveniq.store import Idempotency, LedgerStore, StoredEvent, StoredResponse, request_hash
+from proveniq.submission import Prepared, parse_batch, parse_single
+from proveniq.timefmt import format_time
+
+MAX_IDEMPOTENCY_KEY = 255
+
+
+class AppendService:
+    def __init__(self, *, store: LedgerStore, relay: Relay) -> None:
+        self.store = store
+        self.relay = relay
+
+    def write_one(self, call: Call) -> Reply:
+        return self._write(call, [parse_single(call.body)], batch=False)
+
+    def write_batch(self, call: Call) -> Reply:
+        return self._write(call, parse_batch(call.body), batch=True)
+
+    def _write(self, call: Call, prepared: Sequence[Prepared], *, batch: bool) -> Reply:
+        assert call.tenant is not None
+        for i, p in enumerate(prepared):
+            if lifecycle.governs(p.type) and p.type not in lifecycle.TRANSITIONS:
+                where = f"events[{i}].type" if batch else "type"
+                raise ValidationError(f"unknown asset event {p.type!r}", field=where)
+        idem = _idempotency(call)
+        items = [(f"evt_{uuid.uuid4().hex}", p) for p in prepared]
+
+        def render(entries: list[Entry]) -> StoredResponse:
+            views = [_view(e) for e in entries]
+            data = {"events": views, "count": len(views)} if batch else views[0]
+            return StoredResponse(status=201, body=envelope(data))
+
+        result = self.store.append(
+            tenant=call.tenant,
+            actor=call.principal.subject,
+            items=items,
+            idempotency=idem,
+            render=render,
+        )
+        if not result.replayed:
+            self.relay.publish(
+                [
+                    StoredEvent(entry=e, payload=p, actor=call.principal.subject)
+                    for e, p in zip(result.entries, result.payloads, strict=True)
+                ]
+            )
+        assert result.response is not None
+        headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
+        if not batch and not result.replayed:
+            headers["Location"] = json.loads(result.response.body)["data"]["proof_url"]
+        return Reply(status=result.response.status, raw=result.response.body, headers=headers)
+
+
+def _view(e: Entry) -> dict[str, object]:
+    return {
+        "id": e.id,
+        "seq": e.seq,
+        "leaf_hash": e.leaf_hash().hex(),
+        "recorded_at": format_time(e.recorded_at),
+        "proof_url": f"/v1/events/{e.id}/proof",
+    }
+
+
+def _idempotency(call: Call) -> Idempotency | None:
+    key = call.header("Idempotency-Key")
+    if key is None:
+        return None
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise ValidationError(
+            "Idempotency-Key must be 1-255 printable characters", field="Idempotency-Key"
+        )
+    return Idempotency(
+        key=key, request_hash=request_hash(call.request.path.encode() + b"\n" + call.body)
+    )

@@ -1,0 +1,116 @@
+"""Shared fixtures: an isolated environment, one embedded PostgreSQL per session with a migrated
+template database, a fresh database per test, and the local stack served over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ENV_PREFIXES = (
+    "PROVENIQ_",
+    "PUBSUB_EMULATOR_HOST",
+    "FIREBASE_AUTH_EMULATOR_HOST",
+    "GOOGLE_CLOUD_PROJECT",
+)
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for k in list(os.environ):
+        if k.startswith(ENV_PREFIXES):
+            monkeypatch.delenv(k)
+    yield
+    from proveniq.runtime import runtime
+
+    if runtime.cache_info().currsize:
+        rt = runtime()
+        close = getattr(rt.publisher, "close", None)
+        if close is not None:
+            close()
+        rt.pool.dispose()
+        runtime.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from proveniq import db
+    from proveniq.adapters.local import postgres
+
+    data = Path("/tmp") / f"proveniq-test-pg-{os.getpid()}"  # short: Unix socket path limit
+    server = postgres.start(data)
+    postgres.ensure_database(server, "proveniq_template")
+    db.migrate(lambda: server.connect(database="proveniq_template"))
+    yield server
+    postgres.stop(data)
+    import shutil
+
+    shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def database(pg_server: Any) -> Iterator[str]:
+    """A fresh migrated database (copied from the template); yields its app-role URL."""
+    name = f"t_{secrets.token_hex(6)}"
+    conn = pg_server.connect()
+    conn.autocommit = True
+    conn.cursor().execute(f'CREATE DATABASE "{name}" TEMPLATE proveniq_template')
+    conn.close()
+    yield name
+    conn = pg_server.connect()
+    conn.autocommit = True
+    conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+class LiveStack:
+    def __init__(self, base: str, server: Any, database: str, pg: Any) -> None:
+        self.base = base
+        self.server = server
+        self.database = database
+        self.pg = pg
+        self.admin_key = ""
+        self.keys: dict[str, str] = {}
+        self.partners: dict[str, str] = {}
+
+    def superuser(self) -> Any:
+        return self.pg.connect(database=self.database)
+
+
+@pytest.fixture
+def stack(
+    database: str, pg_server: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[LiveStack]:
+    """The local stack's gateway over real HTTP on 127.0.0.1, with two partners' keys."""
+    from werkzeug.serving import make_server
+
+    from proveniq import localstack
+    from proveniq.runtime import runtime
+
+    monkeypatch.setenv(
+        "PROVENIQ_DATABASE_URL", pg_server.url(user="proveniq_app", database=database)
+    )
+    monkeypatch.setenv("PROVENIQ_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("PROVENIQ_POOL_SIZE", "16")
+    server = make_server("127.0.0.1", 0, localstack.gateway(localstack.build_apps()), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    live = LiveStack(f"http://127.0.0.1:{server.server_port}", server, database, pg_server)
+    accounts = runtime().accounts
+    admin, _ = accounts.create_key(partner_id=None, org_role=None, global_role="ADMIN")
+    live.admin_key = admin.secret
+    for name in ("acme", "globex"):
+        p = accounts.create_partner(name=name, tier="internal")
+        live.partners[name] = p.id
+        for role in ("MEMBER", "VIEWER"):
+            k, _ = accounts.create_key(partner_id=p.id, org_role=role)
+            live.keys[f"{name}:{role}"] = k.secret
+    yield live
+    server.shutdown()
+    server.server_close()
+    runtime().pool.dispose()
