@@ -186,7 +186,13 @@ def migrate() -> None:
     from proveniq.settings import Settings
 
     with _reporting():
-        localstack.prepare(Settings.from_env())
+        settings = Settings.from_env()
+        if settings.database_url:
+            from proveniq import db
+
+            db.migrate(db.url_connector(settings.database_url))
+        else:
+            localstack.prepare(settings)
         click.echo("migrations applied")
 
 

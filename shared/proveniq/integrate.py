@@ -53,10 +53,10 @@ def perfect_subtrees(begin: int, end: int) -> list[NodeId]:
     ``[0, n)``): the pieces follow the set bits of ``end - begin``, from high to low.
     """
     ids: list[NodeId] = []
-    for level in range((end - begin).bit_length() - 1, -1, -1):
-        if (end - begin) >> level & 1:
-            ids.append((level, begin >> level))
-            begin += 1 << level
+    while begin < end:
+        level = (end - begin).bit_length() - 1
+        ids.append((level, begin >> level))
+        begin += 1 << level
     return ids
 
 

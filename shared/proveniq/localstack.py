@@ -8,6 +8,7 @@ creates a demo partner and a global admin key (stored in `.proveniq/*-api-key`, 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from proveniq.errors import Unavailable
 from proveniq.settings import Settings
 
 log = logging.getLogger("proveniq.localstack")
@@ -64,17 +66,13 @@ def prepare(settings: Settings) -> Settings:
     from proveniq.adapters.local import postgres
 
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    if not settings.database_url:
+    if not settings.database_url:  # an external database is migrated by `proveniq migrate`
         server = postgres.prepare(settings.state_dir / "pg", database=settings.db_name)
         os.environ["PROVENIQ_DATABASE_URL"] = server.url(
             user=settings.db_user, database=settings.db_name
         )
-    else:
-        from proveniq import db
-
-        db.migrate(db.url_connector(settings.database_url))
     os.environ.setdefault("PROVENIQ_STATE_DIR", str(settings.state_dir))
-    return Settings.from_env()
+    return dataclasses.replace(Settings.from_env(), port=settings.port)
 
 
 def build_apps() -> dict[str, Callable[..., Any]]:
@@ -120,6 +118,8 @@ def start_background(stop: threading.Event) -> list[threading.Thread]:
         while not stop.wait(1.0):
             try:
                 runtime().relay.sweep()
+            except Unavailable as e:
+                log.warning("outbox sweep skipped: %s", e.message)
             except Exception:
                 log.exception("outbox sweep failed")
 

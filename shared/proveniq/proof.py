@@ -112,5 +112,6 @@ def _node_ids(ranges: Sequence[_Range]) -> list[NodeId]:
 
 
 def _hashes(read_nodes: NodeReader, ranges: Sequence[_Range]) -> list[bytes]:
-    nodes = read_all(read_nodes, _node_ids(ranges))
-    return [fold_root([nodes[i] for i in perfect_subtrees(b, e)]) for b, e in ranges]
+    pieces = [perfect_subtrees(begin, end) for begin, end in ranges]
+    nodes = read_all(read_nodes, [i for ids in pieces for i in ids])
+    return [fold_root([nodes[i] for i in ids]) for ids in pieces]

@@ -55,7 +55,16 @@ def _install_firebase_tools() -> None:
     if npm is None:
         pytest.fail("npm is not installed: it is needed for the Firebase Auth emulator")
     done = subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund"],
+        # Only what the Auth emulator needs: no install scripts, no optional native modules.
+        [
+            npm,
+            "ci",
+            "--no-audit",
+            "--no-fund",
+            "--prefer-offline",
+            "--ignore-scripts",
+            "--omit=optional",
+        ],
         cwd=FIREBASE_DIR,
         capture_output=True,
         text=True,
@@ -120,10 +129,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     """Stop the emulator's whole process group: politely, then for sure."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)

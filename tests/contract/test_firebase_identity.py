@@ -18,6 +18,7 @@ from typing import Any
 import firebase_admin
 import pytest
 from firebase_admin import auth
+
 from proveniq.adapters.gcp.firebase import FirebaseIdentity
 from proveniq.errors import AuthInvalid, Unavailable
 from proveniq.ports import Principal
@@ -34,13 +35,13 @@ class Emulator:
         self.admin = admin
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        req = urllib.request.Request(
+        req = urllib.request.Request(  # noqa: S310 - loopback http only
             f"{self.emulator.base_url}/identitytoolkit.googleapis.com/v1/{path}?key=fake-api-key",
             data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
             method="POST",
         )
-        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 - loopback http
+        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 - loopback http only
             result: dict[str, Any] = json.load(r)
             return result
 
@@ -79,9 +80,7 @@ def _b64(obj: dict[str, Any]) -> str:
 
 
 @pytest.fixture
-def emulator(
-    firebase_auth_emulator: Any, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Emulator]:
+def emulator(firebase_auth_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
     monkeypatch.setenv("FIREBASE_AUTH_EMULATOR_HOST", firebase_auth_emulator.host)
     admin = firebase_admin.initialize_app(
         options={"projectId": firebase_auth_emulator.project_id},
@@ -131,7 +130,7 @@ def test_platform_role_without_org_is_platform_wide(
 def test_expired_token_is_rejected(emulator: Emulator, identity: FirebaseIdentity) -> None:
     uid, _ = emulator.user({"org": "o", "org_role": "MEMBER"})
     now = time.time()
-    live = emulator.unsigned_token(uid, iat=now - 60, exp=now + 3600, org="o", org_role="MEMBER")
+    live = emulator.unsigned_token(uid, iat=now, exp=now + 3600, org="o", org_role="MEMBER")
     assert identity.verify(live).tenant == "o"  # the crafted token itself is acceptable
     expired = emulator.unsigned_token(
         uid, iat=now - 7200, exp=now - 3600, org="o", org_role="MEMBER"

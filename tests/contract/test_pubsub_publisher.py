@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import grpc
 import pytest
 from google.pubsub_v1.types import PublishRequest, PublishResponse
+
 from proveniq.adapters.gcp.pubsub import PubSubPublisher
 from proveniq.errors import Unavailable
 from proveniq.ports import Message

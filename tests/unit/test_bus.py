@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from cloudevents.http import CloudEvent
+
 from proveniq.adapters.local.bus import InProcessBus
 from proveniq.cloudevents import (
     PUBSUB_MESSAGE_PUBLISHED,

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
     PublicFormat,
 )
+
 from proveniq.adapters.local.keyfile import (
     PublicKey,
     load_or_create_signer,

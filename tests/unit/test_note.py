@@ -8,6 +8,7 @@ import re
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from proveniq.errors import FormatError, SignatureError, ValidationError
 from proveniq.note import (
     MAX_SIGNATURES,

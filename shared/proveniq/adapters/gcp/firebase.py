@@ -52,7 +52,10 @@ class FirebaseIdentity:
     def verify(self, id_token: str) -> Principal:
         if not isinstance(id_token, str) or not id_token:
             raise AuthInvalid("missing ID token")
-        claims = _unverified_claims(id_token)  # malformed tokens stop here, with our message
+        # Malformed or expired tokens stop here with our own message (the emulator's unsigned
+        # tokens get no expiry check from firebase-admin); acceptance still needs firebase-admin.
+        claims = _unverified_claims(id_token)
+        _check_times(claims)
         try:
             verified = firebase_auth.verify_id_token(
                 id_token, app=self._get_app(), check_revoked=True
@@ -103,24 +106,34 @@ def _unverified_claims(token: str) -> dict[str, Any]:
     parts = token.split(".")
     if len(parts) != 3:
         raise AuthInvalid("malformed ID token: not a JWT")
+    _json_segment(parts[0], "header")
+    return _json_segment(parts[1], "payload")
+
+
+def _json_segment(segment: str, name: str) -> dict[str, Any]:
     try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        value = json.loads(raw)
     except (binascii.Error, ValueError) as e:
-        raise AuthInvalid("malformed ID token: payload is not base64url JSON") from e
-    if not isinstance(payload, dict):
-        raise AuthInvalid("malformed ID token: payload is not a JSON object")
-    return payload
+        raise AuthInvalid(f"malformed ID token: {name} is not base64url JSON") from e
+    if not isinstance(value, dict):
+        raise AuthInvalid(f"malformed ID token: {name} is not a JSON object")
+    return value
 
 
-def _principal(claims: dict[str, Any]) -> Principal:
+def _check_times(claims: dict[str, Any]) -> None:
     now = time.time()
     exp, iat = claims.get("exp"), claims.get("iat")
     if not isinstance(exp, int | float) or isinstance(exp, bool):
         raise AuthInvalid("ID token has no exp claim")
     if exp <= now - _CLOCK_SKEW_SECONDS:
         raise AuthInvalid("ID token expired")
-    if not isinstance(iat, int | float) or iat > now + _CLOCK_SKEW_SECONDS:
+    if not isinstance(iat, int | float) or isinstance(iat, bool) or iat > now + _CLOCK_SKEW_SECONDS:
         raise AuthInvalid("ID token iat claim missing or in the future")
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
+    _check_times(claims)
     uid = claims.get("uid") or claims.get("sub")
     if not isinstance(uid, str) or not uid:
         raise AuthInvalid("ID token has no subject")
