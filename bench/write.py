@@ -48,6 +48,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -234,7 +235,7 @@ def _copy_text(value: Any) -> bytes:
         return b"\\\\x" + value.hex().encode()
     if isinstance(value, int):
         return str(value).encode()
-    if hasattr(value, "isoformat"):
+    if isinstance(value, datetime):
         return value.isoformat().encode()
     text = str(value)
     for a, b in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")):
@@ -261,7 +262,7 @@ def copy_insert(cur: Any, entries: list[Entry], payloads: list[bytes], actor: st
             actor,
         )
         out.write(b"\t".join(_copy_text(v) for v in row) + b"\n")
-    cur.execute(f"COPY events ({COPY_COLS}) FROM STDIN", stream=[out.getvalue()])  # noqa: S608
+    cur.execute(f"COPY events ({COPY_COLS}) FROM STDIN", stream=[out.getvalue()])
     seqs = "".join(f"{e.seq}\n" for e in entries).encode()
     cur.execute("COPY outbox (seq) FROM STDIN", stream=[seqs])
 
@@ -322,10 +323,8 @@ def raw_run(
     threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(conc)]
     for t in threads:
         t.start()
-    try:
+    with contextlib.suppress(threading.BrokenBarrierError):
         start.wait()
-    except threading.BrokenBarrierError:
-        pass
     s0 = sample(pg.postmaster)
     for t in threads:
         t.join()

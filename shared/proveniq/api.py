@@ -33,6 +33,35 @@ def write_routes(rt: Runtime) -> list[Route]:
     ]
 
 
+SUBJECT = r"(?P<subject>[A-Za-z0-9][A-Za-z0-9_.:-]{0,127})"
+
+
+def proof_routes(rt: Runtime) -> list[Route]:
+    p = rt.prove
+    read = "asset:read"
+    return [
+        Route("GET", rf"/v1/events/{EVENT_ID}/proof", p.event_proof, read),
+        Route("GET", rf"/v1/events/{EVENT_ID}", p.get_event, read),
+        Route("GET", "/v1/events", p.list_events, read),
+        Route("GET", r"/v1/leaves/(?P<leaf>[0-9a-f]{64})", p.by_leaf, read),
+        Route("GET", rf"/v1/subjects/{SUBJECT}/history", p.subject_history, read),
+        Route("POST", rf"/v1/claims/{SUBJECT}/verify", p.claim_verify, read),
+        Route("POST", "/v1/proofs:batch", p.proofs_batch, read),
+        Route("POST", "/v1/proofs/verify", p.verify, read, tenant_scoped=False),
+        Route("GET", "/v1/checkpoints/latest", p.checkpoint, read, tenant_scoped=False),
+        Route(
+            "GET",
+            r"/v1/checkpoints/(?P<size>[1-9][0-9]{0,18})",
+            p.checkpoint,
+            read,
+            tenant_scoped=False,
+        ),
+        Route("GET", "/v1/proofs/consistency", p.consistency, read, tenant_scoped=False),
+        Route("GET", "/v1/log/public-key", p.public_key, read, tenant_scoped=False),
+        *health_routes(rt),
+    ]
+
+
 def admin_routes(rt: Runtime) -> list[Route]:
     def create_partner(call: Call) -> Reply:
         doc = _object(call.body, {"name", "tier"})

@@ -170,12 +170,12 @@ def _route(routes: Sequence[Route], request: Request) -> tuple[Route, dict[str, 
 def _body(request: Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body over {limit} bytes")
-    ctype = (request.mimetype or "").lower()
-    if ctype != "application/json":
-        raise ValidationError("Content-Type must be application/json", field="Content-Type")
     data = request.stream.read(limit + 1)
     if len(data) > limit:
         raise PayloadTooLarge(f"request body over {limit} bytes")
+    ctype = (request.mimetype or "").lower()
+    if data and ctype != "application/json":
+        raise ValidationError("Content-Type must be application/json", field="Content-Type")
     return data
 
 

@@ -44,6 +44,6 @@ def next_status(event_type: str, current: str | None, *, subject: str) -> str | 
         raise ValidationError(f"unknown asset event {event_type!r}; known: {known}", field="type")
     allowed, to = rule
     if current not in allowed:
-        shown = current or "no status (not created)"
-        raise LifecycleConflict(f"{event_type} is not allowed for {subject} in status {shown}")
+        state = f"in status {current}" if current else "before asset.created"
+        raise LifecycleConflict(f"{event_type} is not allowed for {subject} {state}")
     return current if to is None else to

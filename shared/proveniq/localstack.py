@@ -13,12 +13,16 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from werkzeug.serving import WSGIRequestHandler
+
 from proveniq.errors import Unavailable
+from proveniq.ports import Message
 from proveniq.settings import Settings
 
 log = logging.getLogger("proveniq.localstack")
@@ -29,16 +33,16 @@ GATEWAY: list[tuple[str, str, str]] = [
     ("GET", r"/(health|ready)", "write_event"),
     (".*", r"/v1/admin/.*", "admin"),
     ("POST", r"/v1/events(:batch)?", "write_event"),
+    ("GET", r"/v1/(events|leaves|subjects|checkpoints|proofs|log)(/.*)?", "get_proof"),
+    ("POST", r"/v1/(proofs:batch|proofs/verify|claims/.*)", "get_proof"),
 ]
-FUNCTIONS = {"write_event": "write_event", "admin": "admin"}  # directory -> target
-
-
-@dataclass
-class Stack:
-    settings: Settings
-    app: Callable[..., Any]
-    stop_event: threading.Event
-    threads: list[threading.Thread]
+# function directory -> (target, signature type)
+FUNCTIONS = {
+    "write_event": ("write_event", "http"),
+    "admin": ("admin", "http"),
+    "get_proof": ("get_proof", "http"),
+    "batch_merkle": ("batch_merkle", "cloudevent"),
+}
 
 
 def gateway(apps: dict[str, Callable[..., Any]]) -> Callable[..., Any]:
@@ -79,11 +83,11 @@ def build_apps() -> dict[str, Callable[..., Any]]:
     from functions_framework import create_app
 
     apps = {}
-    for directory, target in FUNCTIONS.items():
+    for directory, (target, kind) in FUNCTIONS.items():
         source = ROOT / "functions" / directory / "main.py"
         if source.exists():
             apps[directory] = create_app(  # type: ignore[no-untyped-call]
-                target=target, source=str(source), signature_type="http"
+                target=target, source=str(source), signature_type=kind
             )
     return apps
 
@@ -111,7 +115,9 @@ def bootstrap(settings: Settings, echo: Callable[[str], None]) -> None:
     echo(f"  global admin API key (local only): {admin.secret}")
 
 
-def start_background(stop: threading.Event) -> list[threading.Thread]:
+def start_background(
+    stop: threading.Event, apps: dict[str, Callable[..., Any]]
+) -> list[threading.Thread]:
     from proveniq.runtime import runtime
 
     def sweep() -> None:
@@ -123,9 +129,67 @@ def start_background(stop: threading.Event) -> list[threading.Thread]:
             except Exception:
                 log.exception("outbox sweep failed")
 
-    t = threading.Thread(target=sweep, name="outbox-sweep", daemon=True)
-    t.start()
-    return [t]
+    def seal() -> None:
+        # Stands in for Cloud Scheduler -> Pub/Sub -> batch_merkle.
+        interval = runtime().settings.seal_interval_ms / 1000
+        while not stop.wait(interval):
+            try:
+                seal_tick(apps)
+            except Exception:
+                log.exception("seal tick failed")
+
+    threads = [
+        threading.Thread(target=sweep, name="outbox-sweep", daemon=True),
+        threading.Thread(target=seal, name="seal-timer", daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def seal_tick(apps: dict[str, Callable[..., Any]]) -> int:
+    """Deliver one scheduler tick to batch_merkle as a binary-mode Pub/Sub CloudEvent."""
+    from flask import Flask
+
+    from proveniq.cloudevents import pubsub_event
+
+    app = apps.get("batch_merkle")
+    if not isinstance(app, Flask):
+        return 0
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    attributes, data = pubsub_event(
+        project="local",
+        topic="seal-tick",
+        subscription="seal-tick-batch-merkle",
+        message=Message(data=b"tick"),
+        message_id=str(time.time_ns()),
+        publish_time=now,
+    )
+    headers = {f"ce-{k}": v for k, v in attributes.items() if k != "datacontenttype"}
+    resp = app.test_client().post("/", json=data, headers=headers)
+    if resp.status_code >= 300:
+        log.warning("batch_merkle answered %s", resp.status_code)
+    return resp.status_code
+
+
+class AccessLog(WSGIRequestHandler):
+    """Werkzeug's request log as Cloud Logging `httpRequest` entries (no terminal colours)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        log.info(
+            "%s %s %s",
+            self.command,
+            self.path.split("?")[0],
+            code,
+            extra={
+                "httpRequest": {
+                    "requestMethod": self.command,
+                    "requestUrl": self.path.split("?")[0],
+                    "status": int(code) if str(code).isdigit() else 0,
+                    "remoteIp": self.client_address[0],
+                }
+            },
+        )
 
 
 def run(settings: Settings, *, host: str, echo: Callable[[str], None]) -> None:
@@ -138,8 +202,10 @@ def run(settings: Settings, *, host: str, echo: Callable[[str], None]) -> None:
     bootstrap(settings, echo)
     apps = build_apps()
     stop = threading.Event()
-    threads = start_background(stop)
-    server = make_server(host, settings.port, gateway(apps), threaded=True)
+    threads = start_background(stop, apps)
+    server = make_server(
+        host, settings.port, gateway(apps), threaded=True, request_handler=AccessLog
+    )
     echo(
         f"Proveniq Ledger local stack on http://{host}:{settings.port} "
         f"(functions: {', '.join(sorted(apps))}); Ctrl-C stops it"

@@ -15,12 +15,16 @@ from proveniq import db
 from proveniq.accounts import Accounts
 from proveniq.auth import Authenticator
 from proveniq.db import Pool
+from proveniq.errors import ValidationError
 from proveniq.httpapi import Edge
 from proveniq.ports import IdentityVerifier, Principal, Publisher
 from proveniq.ratelimit import RateLimiter
 from proveniq.services.append import AppendService
+from proveniq.services.prove import ProofService
 from proveniq.services.relay import Relay
+from proveniq.services.seal import Sealer
 from proveniq.settings import Settings
+from proveniq.signer import Signer
 from proveniq.store import LedgerStore
 
 log = logging.getLogger("proveniq.runtime")
@@ -37,6 +41,9 @@ class Runtime(Edge):
     publisher: Publisher
     relay: Relay
     append: AppendService
+    signer: Signer
+    sealer: Sealer
+    prove: ProofService
 
     def authenticate(self, headers: Any) -> Principal:
         return self.authenticator.authenticate(headers)
@@ -57,6 +64,8 @@ def build(settings: Settings, *, publisher: Publisher | None = None) -> Runtime:
     accounts = Accounts(pool)
     pub = publisher or _publisher(settings)
     relay = Relay(store=store, publisher=pub, topic=settings.pubsub_topic)
+    signer = _signer(settings)
+    prove = ProofService(pool=pool, store=store, signer=signer)
     return Runtime(
         settings=settings,
         pool=pool,
@@ -66,7 +75,10 @@ def build(settings: Settings, *, publisher: Publisher | None = None) -> Runtime:
         limiter=RateLimiter(pool),
         publisher=pub,
         relay=relay,
-        append=AppendService(store=store, relay=relay),
+        append=AppendService(store=store, relay=relay, prove=prove),
+        signer=signer,
+        sealer=Sealer(pool=pool, signers=[signer], origin=settings.log_origin),
+        prove=prove,
     )
 
 
@@ -100,6 +112,20 @@ def _publisher(settings: Settings) -> Publisher:
     from proveniq.adapters.local.bus import InProcessBus
 
     return InProcessBus()
+
+
+def _signer(settings: Settings) -> Signer:
+    if settings.backend == "gcp":
+        from proveniq.adapters.gcp.kms import KmsSigner
+
+        if not settings.kms_key_version:
+            raise ValidationError(
+                "required when PROVENIQ_BACKEND=gcp", field="PROVENIQ_KMS_KEY_VERSION"
+            )
+        return KmsSigner(name=settings.log_origin, key_version=settings.kms_key_version)
+    from proveniq.adapters.local.keyfile import load_or_create_signer
+
+    return load_or_create_signer(settings.signing_key_path, name=settings.log_origin)
 
 
 def _identity(settings: Settings) -> IdentityVerifier | None:

@@ -15,6 +15,7 @@ Adapters are chosen here (`backend`), never by "if testing" elsewhere.
     PROVENIQ_FIREBASE_PROJECT Firebase project whose ID tokens are accepted
     PROVENIQ_MAX_BODY_BYTES   request body limit                [1048576]
     PROVENIQ_POOL_SIZE        database connections per instance [8]
+    PROVENIQ_SEAL_INTERVAL_MS local stack's batch_merkle timer   [1000]
     PORT                      local gateway port                [8080]
 """
 
@@ -47,6 +48,7 @@ class Settings:
     firebase_project: str | None = None
     max_body_bytes: int = 1024 * 1024
     pool_size: int = 8
+    seal_interval_ms: int = 1000
     port: int = 8080
 
     @property
@@ -76,6 +78,7 @@ class Settings:
             firebase_project=e.get("PROVENIQ_FIREBASE_PROJECT") or e.get("GOOGLE_CLOUD_PROJECT"),
             max_body_bytes=_int(e, "PROVENIQ_MAX_BODY_BYTES", 1024 * 1024),
             pool_size=_int(e, "PROVENIQ_POOL_SIZE", 8),
+            seal_interval_ms=_int(e, "PROVENIQ_SEAL_INTERVAL_MS", 1000),
             port=_int(e, "PORT", 8080),
         )
         if s.backend == "gcp":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from proveniq import lifecycle
@@ -210,6 +211,52 @@ class LedgerStore:
         if row is None:
             raise NotFound(f"event {event_id} not found")
         return _stored(row)
+
+    def find_by_leaf(self, *, tenant: str | None, leaf_hash: bytes) -> StoredEvent:
+        sql = f"SELECT {_EVENT_COLS} FROM events WHERE leaf_hash = %s"  # noqa: S608
+        params: list[Any] = [leaf_hash]
+        if tenant is not None:
+            sql += " AND tenant = %s"
+            params.append(tenant)
+        with self.pool.transaction() as cur:
+            cur.execute(sql, params)
+            row = cur.fetchone()
+        if row is None:
+            raise NotFound("no event with that leaf hash")
+        return _stored(row)
+
+    def list_events(
+        self,
+        *,
+        tenant: str | None,
+        event_type: str | None = None,
+        subject: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after_seq: int | None,
+        limit: int,
+    ) -> list[StoredEvent]:
+        """Tenant-scoped page in seq order (a stable cursor: the last seq returned)."""
+        where, params = ["true"], []
+        for clause, value in (
+            ("tenant = %s", tenant),
+            ("type = %s", event_type),
+            ("subject = %s", subject),
+            ("recorded_at >= %s", since),
+            ("recorded_at < %s", until),
+            ("seq > %s", after_seq),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        params.append(limit)
+        with self.pool.transaction() as cur:
+            cur.execute(
+                f"SELECT {_EVENT_COLS} FROM events WHERE {' AND '.join(where)} "  # noqa: S608
+                "ORDER BY seq LIMIT %s",
+                params,
+            )
+            return [_stored(r) for r in cur.fetchall()]
 
     def unpublished(self, *, limit: int = 500) -> list[StoredEvent]:
         with self.pool.transaction() as cur:

@@ -10,6 +10,7 @@ from proveniq import lifecycle
 from proveniq.entry import Entry
 from proveniq.errors import ValidationError
 from proveniq.httpapi import Call, Reply, envelope
+from proveniq.services.prove import MAX_WAIT_SECONDS, Pending, ProofService
 from proveniq.services.relay import Relay
 from proveniq.store import Idempotency, LedgerStore, StoredEvent, StoredResponse, request_hash
 from proveniq.submission import Prepared, parse_batch, parse_single
@@ -19,12 +20,33 @@ MAX_IDEMPOTENCY_KEY = 255
 
 
 class AppendService:
-    def __init__(self, *, store: LedgerStore, relay: Relay) -> None:
+    def __init__(
+        self, *, store: LedgerStore, relay: Relay, prove: ProofService | None = None
+    ) -> None:
         self.store = store
         self.relay = relay
+        self.prove = prove
 
     def write_one(self, call: Call) -> Reply:
-        return self._write(call, [parse_single(call.body)], batch=False)
+        wait = call.request.args.get("wait")
+        if wait not in (None, "proof"):
+            raise ValidationError("wait must be 'proof'", field="wait")
+        reply = self._write(call, [parse_single(call.body)], batch=False)
+        if wait is None or self.prove is None or reply.raw is None:
+            return reply
+        return self._with_proof(call, reply)
+
+    def _with_proof(self, call: Call, reply: Reply) -> Reply:
+        """`?wait=proof`: hold the response until a checkpoint covers the event (bounded)."""
+        assert self.prove is not None and reply.raw is not None and call.tenant is not None
+        timeout = _timeout(call)
+        data = json.loads(reply.raw)["data"]
+        ev = self.store.get_event(tenant=call.tenant, event_id=data["id"])
+        result = self.prove.wait_for_bundle(ev, timeout)
+        sealed = not isinstance(result, Pending)
+        data["proof_status"] = "sealed" if sealed else "pending"
+        data["bundle"] = result.to_json() if not isinstance(result, Pending) else None
+        return Reply(status=reply.status, data=data, headers=reply.headers)
 
     def write_batch(self, call: Call) -> Reply:
         return self._write(call, parse_batch(call.body), batch=True)
@@ -72,6 +94,17 @@ def _view(e: Entry) -> dict[str, object]:
         "recorded_at": format_time(e.recorded_at),
         "proof_url": f"/v1/events/{e.id}/proof",
     }
+
+
+def _timeout(call: Call) -> float:
+    raw = call.request.args.get("timeout", "10")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValidationError("timeout must be seconds", field="timeout") from None
+    if not 0 < value <= MAX_WAIT_SECONDS:
+        raise ValidationError(f"timeout must be in (0, {MAX_WAIT_SECONDS}]", field="timeout")
+    return value
 
 
 def _idempotency(call: Call) -> Idempotency | None:

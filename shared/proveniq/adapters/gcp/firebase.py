@@ -68,12 +68,14 @@ class FirebaseIdentity:
             raise AuthInvalid("user disabled") from e
         except firebase_auth.UserNotFoundError as e:
             raise AuthInvalid("user not found") from e
-        except firebase_auth.InvalidIdTokenError as e:
-            raise AuthInvalid(self._why_invalid(claims)) from e
+        except firebase_auth.InvalidIdTokenError:
+            # Decoding errors may quote token segments: say why without chaining them.
+            raise AuthInvalid(self._why_invalid(claims)) from None
         except firebase_auth.CertificateFetchError as e:
             raise Unavailable("Firebase public keys could not be fetched") from e
-        except ValueError as e:
-            raise AuthInvalid("malformed ID token") from e
+        except ValueError:
+            # firebase-admin's ValueError messages quote the token: do not chain it.
+            raise AuthInvalid("malformed ID token") from None
         except firebase_exceptions.FirebaseError as e:
             raise Unavailable(f"Firebase Auth unavailable ({e.code})") from e
         return _principal(cast(dict[str, Any], verified))

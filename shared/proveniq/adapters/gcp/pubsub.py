@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from concurrent import futures
 
 from google.api_core import exceptions as api_exceptions
-from google.cloud import pubsub_v1
+from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
 from proveniq.errors import Unavailable
 from proveniq.ports import Message

@@ -1,0 +1,11 @@
+"""batch_merkle: on each scheduler tick, integrate new leaves and publish a signed checkpoint."""
+
+import functions_framework
+from cloudevents.http import CloudEvent
+
+from proveniq.services.seal import seal_until_current
+
+
+@functions_framework.cloud_event
+def batch_merkle(event: CloudEvent) -> None:
+    seal_until_current()
