@@ -180,6 +180,48 @@ def admin_revoke_key(key_id: str) -> None:
 
 
 @main.command()
+@click.option(
+    "--key",
+    "key_file",
+    default=None,
+    type=click.Path(exists=True, path_type=Path),
+    help="Log public key (PEM or verifier key); default: this deployment's signer.",
+)
+def audit(key_file: Path | None) -> None:
+    """Recompute chain and tree from the database; check every checkpoint. Exit 1 on any
+    divergence, naming the first one."""
+    from proveniq.audit import audit as run_audit
+    from proveniq.note import NoteVerifier
+
+    with _reporting():
+        rt = _runtime()
+        if key_file is not None:
+            key = load_public_key(key_file)
+            verifiers = [
+                NoteVerifier.from_public_key(
+                    name=key.name or rt.settings.log_origin, public_key=key.public_key
+                )
+            ]
+        else:
+            verifiers = [
+                NoteVerifier.from_public_key(name=rt.signer.name, public_key=rt.signer.public_key)
+            ]
+        with rt.pool.transaction() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            report = run_audit(cur, verifiers, progress=lambda m: click.echo(m, err=True))
+        if report.ok:
+            click.echo(
+                f"OK: {report.entries} entries, {report.nodes} nodes, "
+                f"{report.checkpoints} checkpoints verified"
+            )
+            return
+        click.echo(f"FAILED: {report.problems[0]}", err=True)
+        for p in report.problems[1:20]:
+            click.echo(f"  also: {p}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+@main.command()
 def migrate() -> None:
     """Apply pending database migrations (embedded server or PROVENIQ_DATABASE_URL)."""
     from proveniq import localstack
