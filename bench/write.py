@@ -647,8 +647,9 @@ def report(
     )
     print(
         f"events per single-event row: {args.events:,}; per batch row: {args.batch_events:,}; "
-        "HTTP: werkzeug threaded server, PROVENIQ_POOL_SIZE=32, internal tier (no rate limit)\n"
+        "HTTP: werkzeug threaded server, PROVENIQ_POOL_SIZE=32, internal tier (no rate limit)"
     )
+    print(f"load average (1 min) at start {args.load_start:.2f}, at end {os.getloadavg()[0]:.2f}\n")
     head = (
         f"{'row':<46}{'conc':>5}{'events':>9}{'tx/req':>8}{'sec':>7}{'events/s':>10}"
         f"{'p50 ms':>8}{'p99 ms':>8}{'ratio':>9}   {'cores: driver/server/pg':<23}"
@@ -812,6 +813,7 @@ def main() -> None:
 
     from proveniq.adapters.local import postgres
 
+    args.load_start = os.getloadavg()[0]
     for k in [k for k in os.environ if k.startswith("PROVENIQ_")]:
         del os.environ[k]
     tmp = Path(tempfile.mkdtemp(prefix="pvqw-", dir="/tmp"))  # short: Unix socket path limit

@@ -54,7 +54,9 @@ def _credential(headers: Mapping[str, str]) -> str:
     api_key = headers.get("X-API-Key")
     if api_key:
         return api_key.strip()
-    auth = headers.get("Authorization")
+    # Behind API Gateway the client's Authorization header arrives as X-Forwarded-Authorization
+    # (the gateway authenticates itself to the function with its own token).
+    auth = headers.get("X-Forwarded-Authorization") or headers.get("Authorization")
     if not auth:
         raise AuthRequired("send an API key (Authorization: Bearer <key> or X-API-Key)")
     scheme, _, token = auth.partition(" ")
