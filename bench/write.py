@@ -318,7 +318,8 @@ def raw_run(
         finally:
             latencies.extend(mine)
             if conn is not None:
-                conn.close()
+                with contextlib.suppress(Exception):  # the server may be gone (Ctrl-C)
+                    conn.close()
 
     threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(conc)]
     for t in threads:
@@ -652,7 +653,8 @@ def report(
     print(f"load average (1 min) at start {args.load_start:.2f}, at end {os.getloadavg()[0]:.2f}\n")
     head = (
         f"{'row':<46}{'conc':>5}{'events':>9}{'tx/req':>8}{'sec':>7}{'events/s':>10}"
-        f"{'p50 ms':>8}{'p99 ms':>8}{'ratio':>9}   {'cores: driver/server/pg':<23}"
+        f"{'p50 ms':>8}{'p99 ms':>8}{'ratio':>9}   {'cores: driver/server/pg':<25}"
+        f"{'server us/ev':>12}"
     )
     print(head)
     print("-" * len(head))
@@ -662,16 +664,21 @@ def report(
             print()
         section = r.section
         server = "-" if r.cores_server is None else f"{r.cores_server:.2f}"
+        per_event = "-" if r.cores_server is None else f"{r.cores_server / r.rate * 1e6:,.0f}"
         print(
             f"{r.label:<46}{r.conc:>5}{r.events:>9,}{r.txs:>8,}{r.seconds:>7.1f}{r.rate:>10,.0f}"
             f"{r.pct(0.5):>8.2f}{r.pct(0.99):>8.2f}{r.ratio:>9}   "
-            f"{r.cores_driver:.2f} / {server:>4} / {r.cores_pg:.2f}"
+            f"{r.cores_driver:.2f} / {server:>4} / {r.cores_pg:.2f}{per_event:>19}"
         )
     print(
         "\nratio: (b) HTTP events/s / (a) tx/s at the same concurrency; (c) events/s / the faster"
         " raw bulk load (marked 'ceiling') at the same batch size and concurrency."
     )
     print("latency: per transaction (raw) or per request (HTTP), as seen by the driver.")
+    print(
+        "cores: CPU seconds / wall seconds of the driver (raw: this process; HTTP: the client"
+        " process), the app server process, PostgreSQL; server us/ev: app CPU per event."
+    )
     print("\nCorrectness (SQL window query over events, plus leaf hashes recomputed):")
     for line in checks:
         print(f"  {line}")
@@ -805,9 +812,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small counts (about 30 s)")
     args = parser.parse_args()
     if args.events is None:
-        args.events = 800 if args.quick else 6_000
+        args.events = 800 if args.quick else 8_000
     if args.batch_events is None:
-        args.batch_events = 4_000 if args.quick else 30_000
+        args.batch_events = 4_000 if args.quick else 40_000
     if args.events < 1 or args.batch_events < 1:
         parser.error("event counts must be positive")
 

@@ -97,7 +97,20 @@ def stack(
     )
     monkeypatch.setenv("PROVENIQ_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("PROVENIQ_POOL_SIZE", "16")
-    server = make_server("127.0.0.1", 0, localstack.gateway(localstack.build_apps()), threaded=True)
+    gateway = localstack.gateway(localstack.build_apps())
+    server_errors: list[str] = []
+
+    def recording(environ: dict[str, Any], start_response: Any) -> Any:
+        def start(status: str, headers: Any, exc_info: Any = None) -> Any:
+            if status.startswith("5"):
+                server_errors.append(
+                    f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']}: {status}"
+                )
+            return start_response(status, headers, exc_info)
+
+        return gateway(environ, start)
+
+    server = make_server("127.0.0.1", 0, recording, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     live = LiveStack(f"http://127.0.0.1:{server.server_port}", server, database, pg_server)
@@ -114,3 +127,4 @@ def stack(
     server.shutdown()
     server.server_close()
     runtime().pool.dispose()
+    assert not server_errors, f"the stack answered 5xx: {server_errors[:5]}"
