@@ -134,23 +134,35 @@ def pg_cpu(postmaster: int) -> float:
     return total / CLK_TCK
 
 
+def machine_cpu() -> float:
+    """CPU seconds the whole machine has been busy (all processes, from /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
 @dataclass
 class Meter:
-    """Wall time and cores used by this process and by PostgreSQL since `start`."""
+    """Wall time and cores used by this process, by PostgreSQL and by the whole machine."""
 
     postmaster: int
     wall: float = 0.0
     cpu: float = 0.0
     pg: float = 0.0
+    busy: float = 0.0
+    machine: float = 0.0  # cores busy machine-wide between start() and stop()
 
     def start(self) -> Meter:
         self.wall, self.cpu, self.pg = time.perf_counter(), self_cpu(), pg_cpu(self.postmaster)
+        self.busy = machine_cpu()
         return self
 
     def stop(self) -> tuple[float, float, float]:
         """(seconds, process cores, PostgreSQL cores)."""
         wall = time.perf_counter() - self.wall
         cpu, pg = self_cpu() - self.cpu, pg_cpu(self.postmaster) - self.pg
+        self.machine = (machine_cpu() - self.busy) / wall
         return wall, cpu / wall, pg / wall
 
 
@@ -331,6 +343,7 @@ class LoadResult:
     root: bytes
     analyze_s: float
     db_bytes: int
+    machine: float
 
     def rate(self, n: int) -> float:
         return n / self.seconds
@@ -404,7 +417,7 @@ def load(pg: Database, db: str, n: int, tenant: Tenant) -> LoadResult:
     pg.admin("ANALYZE events", db)
     analyze_s = time.perf_counter() - t
     db_bytes = pg.query(db, "SELECT pg_database_size(current_database())")[0][0]
-    return LoadResult(seconds, cores, pg_cores, builder.root(), analyze_s, db_bytes)
+    return LoadResult(seconds, cores, pg_cores, builder.root(), analyze_s, db_bytes, meter.machine)
 
 
 # ---- 1b. seal ------------------------------------------------------------------------------
@@ -420,6 +433,7 @@ class SealResult:
     size: int
     per_call: list[float]
     vacuum_s: float
+    machine: float
 
     def rate(self) -> float:
         return self.size / self.seconds
@@ -451,7 +465,9 @@ def seal_all(pg: Database, db: str, n: int) -> SealResult:
     t = time.perf_counter()
     pg.admin("VACUUM (ANALYZE) events, tree_nodes, checkpoints", db)
     vacuum_s = time.perf_counter() - t
-    return SealResult(seconds, len(per_call), cores, pg_cores, root, size, per_call, vacuum_s)
+    return SealResult(
+        seconds, len(per_call), cores, pg_cores, root, size, per_call, vacuum_s, meter.machine
+    )
 
 
 # ---- HTTP clients in a spawned process -----------------------------------------------------
@@ -569,8 +585,8 @@ class Clients:
 
     def run(
         self, job: dict[str, Any], postmaster: int, on_go: Callable[[], None] | None = None
-    ) -> tuple[dict[str, Any], float, float]:
-        """The client's result, and the server process's and PostgreSQL's cores."""
+    ) -> tuple[dict[str, Any], float, float, float]:
+        """The client's result; the server process's, PostgreSQL's and the machine's cores."""
         self.pipe.send(job)
         msg = self.pipe.recv()
         if msg[0] != "ready":
@@ -583,7 +599,7 @@ class Clients:
         _, server, pg_cores = meter.stop()
         if msg[0] != "done":
             raise RuntimeError(f"HTTP clients failed: {msg[1]}")
-        return msg[1], server, pg_cores
+        return msg[1], server, pg_cores, meter.machine
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -606,6 +622,7 @@ class ProofResult:
     cores_server: float
     cores_pg: float
     verified: int
+    machine: float
 
     @property
     def rate(self) -> float:
@@ -633,7 +650,7 @@ def prove(
         "max_requests": limit,
         "seconds": args.proof_seconds,
     }
-    result, server, pg_cores = clients.run(job, pg.postmaster)
+    result, server, pg_cores, machine = clients.run(job, pg.postmaster)
     signer = runtime().signer
     verified = 0
     for body in result["samples"]:
@@ -649,6 +666,7 @@ def prove(
         cores_server=server,
         cores_pg=pg_cores,
         verified=verified,
+        machine=machine,
     )
 
 
@@ -715,6 +733,7 @@ class TtiResult:
     cores_client: float
     cores_server: float
     cores_pg: float
+    machine: float
 
     @property
     def rate(self) -> float:
@@ -735,7 +754,7 @@ def time_to_integrate(
         "seconds": args.tti_seconds,
     }
     try:
-        result, server, pg_cores = clients.run(job, pg.postmaster, on_go=timer.start)
+        result, server, pg_cores, machine = clients.run(job, pg.postmaster, on_go=timer.start)
         acks: list[tuple[float, int]] = result["acks"]
         top = max(seq for _, seq in acks)
         deadline = time.monotonic() + 30
@@ -774,6 +793,7 @@ def time_to_integrate(
         cores_client=result["cpu"] / wall,
         cores_server=server,
         cores_pg=pg_cores,
+        machine=machine,
     )
 
 
@@ -829,7 +849,8 @@ def run_size(
         est.load_rate = ld.rate(n)
         out.add(
             f"1. load:   {n:>11,} entries in {ld.seconds:7.1f} s = {ld.rate(n):>9,.0f} entries/s"
-            f"   (cores: driver {ld.cores_driver:.2f}, pg {ld.cores_pg:.2f}); "
+            f"   (cores: driver {ld.cores_driver:.2f}, pg {ld.cores_pg:.2f}, machine "
+            f"{ld.machine:.2f}); "
             f"database {ld.db_bytes / 2**20:,.0f} MiB; ANALYZE {ld.analyze_s:.1f} s"
         )
 
@@ -840,7 +861,8 @@ def run_size(
         calls = sl.per_call
         out.add(
             f"   seal:   {sl.size:>11,} entries in {sl.seconds:7.1f} s = {sl.rate():>9,.0f} "
-            f"entries/s integrated   (cores: driver {sl.cores_driver:.2f}, pg {sl.cores_pg:.2f});"
+            f"entries/s integrated   (cores: driver {sl.cores_driver:.2f}, pg {sl.cores_pg:.2f},"
+            f" machine {sl.machine:.2f});"
             f" {sl.calls} Sealer.seal() calls, {min(calls):.2f}-{max(calls):.2f} s each"
         )
         out.add(
@@ -859,7 +881,8 @@ def run_size(
             f" {pr.seconds:.1f} s = {pr.rate:,.0f} req/s; latency p50 "
             f"{pct(pr.latencies, 0.5) * 1e3:.1f} ms, p99 {pct(pr.latencies, 0.99) * 1e3:.1f} ms"
             f"   (cores: client {pr.cores_client:.2f}, server {pr.cores_server:.2f}, "
-            f"pg {pr.cores_pg:.2f}); all 200, {pr.verified} bundles verified"
+            f"pg {pr.cores_pg:.2f}, machine {pr.machine:.2f}); all 200, {pr.verified} bundles "
+            "verified"
         )
 
         out.add(
@@ -881,7 +904,7 @@ def run_size(
                 f"{r.leaves_per_seal:,.0f} events/seal, tick p50/max {tick} ms; "
                 f"{r.early} covered before the ack arrived (counted 0), {r.uncovered} uncovered"
                 f"   (cores: client {r.cores_client:.2f}, server {r.cores_server:.2f}, "
-                f"pg {r.cores_pg:.2f})"
+                f"pg {r.cores_pg:.2f}, machine {r.machine:.2f})"
             )
         rows = pg.query(db, CHAIN_SQL, (n - 1,))
         written, gaps, broken = rows[0]
@@ -941,6 +964,10 @@ def main() -> None:
         print(
             "HTTP: werkzeug threaded server, PROVENIQ_POOL_SIZE=32, internal tier (no rate limit);"
             " clients in a spawned process, one persistent http.client connection per thread"
+        )
+        print(
+            "cores = CPU seconds / wall seconds of this process (driver/server), the client "
+            "process, PostgreSQL, and the whole machine (includes anything else running)"
         )
         stack = Stack(pg, tmp / "state")
         clients = Clients()

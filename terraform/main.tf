@@ -34,13 +34,13 @@ locals {
       name    = "get-proof"
       trigger = "http"
       gateway = true
-      planned = true
+      planned = false
     }
     batch_merkle = {
       name    = "batch-merkle"
       trigger = "seal-tick" # Pub/Sub topic, published by Cloud Scheduler
       gateway = false
-      planned = true
+      planned = false
     }
     risk_score = {
       name    = "risk-score"

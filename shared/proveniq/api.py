@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from flask import Request, Response
@@ -123,7 +124,12 @@ def admin_routes(rt: Runtime) -> list[Route]:
 
 def handle(request: Request, table: Any) -> Response:
     rt = runtime()
-    return serve(request, table(rt), rt, max_body=rt.settings.max_body_bytes)
+    return serve(request, _routes(table, rt), rt, max_body=rt.settings.max_body_bytes)
+
+
+@functools.lru_cache(maxsize=32)
+def _routes(table: Any, rt: Runtime) -> list[Route]:
+    return list(table(rt))
 
 
 def _object(body: bytes, allowed: set[str]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from proveniq.store import LedgerStore
 log = logging.getLogger("proveniq.runtime")
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: route tables are cached per runtime
 class Runtime(Edge):
     settings: Settings
     pool: Pool

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from proveniq import merkle, proof
+from proveniq import proof
 from proveniq.bundle import Bundle, verifiers_for, verify_bundle
 from proveniq.canonical import parse_strict
 from proveniq.checkpoint import Checkpoint
@@ -266,7 +266,6 @@ class ProofService:
         if not events:
             raise NotFound(f"no events for claim {subject}")
         results, bundles, pending = [], [], 0
-        verifier = verifiers_for  # bound once for readability
         for ev in events:
             b = self.bundle(ev)
             if isinstance(b, Pending):
@@ -274,7 +273,9 @@ class ProofService:
                 results.append({"id": ev.entry.id, "seq": ev.entry.seq, "status": "pending"})
                 continue
             try:
-                verify_bundle(b, verifier(b.checkpoint, self.signer.public_key, self.signer.name))
+                verify_bundle(
+                    b, verifiers_for(b.checkpoint, self.signer.public_key, self.signer.name)
+                )
                 results.append({"id": ev.entry.id, "seq": ev.entry.seq, "status": "verified"})
             except VerificationError as e:
                 results.append(
@@ -381,6 +382,3 @@ def _json_object(body: bytes, allowed: set[str]) -> dict[str, Any]:
     if unknown:
         raise ValidationError(f"unknown fields: {', '.join(unknown)}", field=unknown[0])
     return doc
-
-
-__all__ = ["Pending", "ProofService", "bundle_reply", "event_view", "merkle"]
