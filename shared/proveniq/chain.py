@@ -10,8 +10,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from proveniq.entry import ZERO_HASH, Entry
+from proveniq import merkle
+from proveniq.entry import ZERO_HASH, Entry, LeafTemplate
 from proveniq.errors import VerificationError
+from proveniq.timefmt import format_time
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,7 +30,11 @@ class Tail:
 
 @dataclass(frozen=True, kw_only=True)
 class Draft:
-    """An entry before sequencing: everything but seq, prev and recorded_at."""
+    """An entry before sequencing: everything but seq, prev and recorded_at.
+
+    Its leaf template (all the canonicalisation) is computed on construction, before the
+    write lock is taken.
+    """
 
     id: str
     tenant: str
@@ -37,13 +43,31 @@ class Draft:
     payload_hash: bytes
     occurred_at: datetime | None = None
 
+    def __post_init__(self) -> None:
+        template = LeafTemplate.of(
+            id=self.id,
+            tenant=self.tenant,
+            type=self.type,
+            subject=self.subject,
+            payload_hash=self.payload_hash,
+            occurred_at=self.occurred_at,
+        )
+        object.__setattr__(self, "template", template)
+
+    @property
+    def leaf_template(self) -> LeafTemplate:
+        template: LeafTemplate = self.__dict__["template"]
+        return template
+
 
 def link(drafts: Sequence[Draft], *, tail: Tail, recorded_at: datetime) -> list[Entry]:
     entries: list[Entry] = []
     prev = tail.leaf_hash
+    stamp = format_time(recorded_at)
     for offset, d in enumerate(drafts):
+        seq = tail.size + offset
         e = Entry(
-            seq=tail.size + offset,
+            seq=seq,
             id=d.id,
             tenant=d.tenant,
             type=d.type,
@@ -53,7 +77,9 @@ def link(drafts: Sequence[Draft], *, tail: Tail, recorded_at: datetime) -> list[
             recorded_at=recorded_at,
             prev=prev,
         )
-        prev = e.leaf_hash()
+        leaf = merkle.leaf_hash(d.leaf_template.fill(seq=seq, prev=prev, recorded_at=stamp))
+        object.__setattr__(e, "_leaf_hash", leaf)
+        prev = leaf
         entries.append(e)
     return entries
 

@@ -72,7 +72,12 @@ class Entry:
         return canonicalize(self.to_json())
 
     def leaf_hash(self) -> bytes:
-        return merkle.leaf_hash(self.leaf_bytes())
+        """SHA-256(0x00 || leaf_bytes), computed once per instance."""
+        cached: bytes | None = self.__dict__.get("_leaf_hash")
+        if cached is None:
+            cached = merkle.leaf_hash(self.leaf_bytes())
+            object.__setattr__(self, "_leaf_hash", cached)
+        return cached
 
     @classmethod
     def from_json(cls, d: Any, *, field: str = "entry") -> Entry:
@@ -112,3 +117,46 @@ def hex32(value: Any, *, field: str) -> bytes:
     if not isinstance(value, str) or not _HEX64.match(value):
         raise ValidationError("expected 64 lowercase hex characters", field=field)
     return bytes.fromhex(value)
+
+
+@dataclass(frozen=True)
+class LeafTemplate:
+    """The leaf bytes of an entry split around the fields only known under the write lock.
+
+    In RFC 8785 key order the lock-dependent keys (`prev`, `recorded_at`, `seq`) are adjacent,
+    so the canonical bytes are `head + "prev":..,"recorded_at":..,"seq":N + tail`, where head and
+    tail are produced by the `rfc8785` package before the lock is taken. The spliced values are
+    ours and plain ASCII (64 hex digits, a fixed-format timestamp, a non-negative integer), so
+    `fill` equals `canonicalize(entry.to_json())` byte for byte (a property test checks it).
+    """
+
+    head: bytes
+    tail: bytes
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        id: str,
+        tenant: str,
+        type: str,
+        subject: str,
+        payload_hash: bytes,
+        occurred_at: datetime | None,
+    ) -> LeafTemplate:
+        head = canonicalize(
+            {
+                "id": id,
+                "occurred_at": format_time(occurred_at) if occurred_at else None,
+                "payload_hash": payload_hash.hex(),
+            }
+        )
+        tail = canonicalize(
+            {"subject": subject, "tenant": tenant, "type": type, "v": ENTRY_VERSION}
+        )
+        return cls(head=head[:-1] + b",", tail=b"," + tail[1:])
+
+    def fill(self, *, seq: int, prev: bytes, recorded_at: str) -> bytes:
+        """`recorded_at` already in `timefmt.format_time` form (shared by a whole batch)."""
+        middle = f'"prev":"{prev.hex()}","recorded_at":"{recorded_at}","seq":{seq}'
+        return self.head + middle.encode("ascii") + self.tail

@@ -13,7 +13,11 @@ _RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 def format_time(t: datetime) -> str:
     if t.tzinfo is None:
         raise ValueError("naive datetime: ledger timestamps are UTC-aware")
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    u = t.astimezone(UTC)
+    return (
+        f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:"
+        f"{u.second:02d}.{u.microsecond:06d}Z"
+    )
 
 
 def parse_time(s: str, *, field: str) -> datetime:

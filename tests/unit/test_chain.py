@@ -4,10 +4,13 @@ import itertools
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from proveniq.chain import Draft, Tail, link, verify_chain
 from proveniq.entry import ZERO_HASH, Entry
 from proveniq.errors import ValidationError, VerificationError
+from proveniq.timefmt import format_time
 
 T = datetime(2026, 11, 24, 3, 0, 0, 123456, tzinfo=UTC)
 
@@ -78,3 +81,45 @@ def test_entry_from_json_is_strict(mutate, field) -> None:  # type: ignore[no-un
     with pytest.raises(ValidationError) as e:
         Entry.from_json(d)
     assert e.value.field == field
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    eid=st.text(min_size=1, max_size=20),
+    tenant=st.text(min_size=1, max_size=10),
+    etype=st.text(min_size=1, max_size=10),
+    subject=st.text(min_size=1, max_size=10),
+    seq=st.integers(min_value=0, max_value=2**53 - 1),
+    prev=st.binary(min_size=32, max_size=32),
+    occurred=st.none() | st.datetimes(timezones=st.just(UTC)),
+    recorded=st.datetimes(timezones=st.just(UTC)),
+)
+def test_leaf_template_equals_rfc8785_of_the_entry(
+    eid: str,
+    tenant: str,
+    etype: str,
+    subject: str,
+    seq: int,
+    prev: bytes,
+    occurred: datetime | None,
+    recorded: datetime,
+) -> None:
+    """The spliced fast path under the lock is byte-identical to canonicalising the entry."""
+    for s in (eid, tenant, etype, subject):
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:
+            assume(False)
+    d = Draft(
+        id=eid,
+        tenant=tenant,
+        type=etype,
+        subject=subject,
+        payload_hash=hashlib.sha256(prev).digest(),
+        occurred_at=occurred,
+    )
+    (linked,) = link([d], tail=Tail(size=seq, leaf_hash=prev), recorded_at=recorded)
+    fresh = Entry.from_json(linked.to_json())  # no cached hash: the rfc8785 path
+    filled = d.leaf_template.fill(seq=seq, prev=prev, recorded_at=format_time(recorded))
+    assert filled == fresh.leaf_bytes()
+    assert linked.leaf_hash() == fresh.leaf_hash()
