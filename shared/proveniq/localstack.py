@@ -26,6 +26,7 @@ from proveniq.ports import Message
 from proveniq.settings import Settings
 
 log = logging.getLogger("proveniq.localstack")
+SWEEP_MIN_AGE_SECONDS = 5.0  # leave in-flight publishes to the request that makes them
 ROOT = Path(__file__).resolve().parents[2]
 
 # (method regex, path regex, function) in API Gateway order; first match wins.
@@ -123,7 +124,7 @@ def start_background(
     def sweep() -> None:
         while not stop.wait(1.0):
             try:
-                runtime().relay.sweep()
+                runtime().relay.sweep(min_age_seconds=SWEEP_MIN_AGE_SECONDS)
             except Unavailable as e:
                 log.warning("outbox sweep skipped: %s", e.message)
             except Exception:

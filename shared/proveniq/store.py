@@ -258,13 +258,16 @@ class LedgerStore:
             )
             return [_stored(r) for r in cur.fetchall()]
 
-    def unpublished(self, *, limit: int = 500) -> list[StoredEvent]:
+    def unpublished(self, *, limit: int = 500, min_age_seconds: float = 0) -> list[StoredEvent]:
+        """Committed events not yet marked published, older than `min_age_seconds` (so a
+        sweep does not race the request that is publishing them right now)."""
         with self.pool.transaction() as cur:
             cur.execute(
                 f"SELECT {', '.join('e.' + c.strip() for c in _EVENT_COLS.split(','))} "  # noqa: S608
                 "FROM outbox o JOIN events e USING (seq) WHERE o.published_at IS NULL "
+                "AND e.recorded_at <= now() - make_interval(secs => %s) "
                 "ORDER BY o.seq LIMIT %s",
-                (limit,),
+                (float(min_age_seconds), limit),
             )
             return [_stored(r) for r in cur.fetchall()]
 

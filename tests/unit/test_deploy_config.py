@@ -7,6 +7,7 @@ see the exact `gcloud functions deploy` command lines. Terraform is parsed with 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -31,9 +32,21 @@ CLOUDBUILD = ROOT / "cloudbuild.yaml"
 OPENAPI = TERRAFORM / "openapi.yaml"
 DEPLOY_DOC = ROOT / "docs" / "DEPLOY.md"
 
-sys.path.insert(0, str(ROOT / "deploy"))
-import db_grants  # noqa: E402
-import package  # noqa: E402
+
+def _load(name: str) -> Any:
+    """A deploy/ script as a module (deploy/ is not a package and stays off sys.path)."""
+    spec = importlib.util.spec_from_file_location(
+        f"proveniq_deploy_{name}", ROOT / "deploy" / f"{name}.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+package = _load("package")
+db_grants = _load("db_grants")
 
 PROJECT = "demo-proj"
 REGION = "europe-west1"
@@ -286,7 +299,7 @@ class _Recorder(dict[str, str]):
         super().__init__(values)
         self.read: set[str] = set()
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         self.read.add(key)
         return super().get(key, default)
 

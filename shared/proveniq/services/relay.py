@@ -50,11 +50,11 @@ class Relay:
         self.store.mark_published([ev.entry.seq for ev in events])
         return True
 
-    def sweep(self, *, batch: int = 500) -> int:
+    def sweep(self, *, batch: int = 500, min_age_seconds: float = 0) -> int:
         """Publish everything still unsent; returns how many were published."""
         total = 0
         while True:
-            pending = self.store.unpublished(limit=batch)
+            pending = self.store.unpublished(limit=batch, min_age_seconds=min_age_seconds)
             if not pending or not self.publish(pending):
                 return total
             total += len(pending)

@@ -17,7 +17,7 @@ from typing import Any
 from proveniq import merkle, proof
 from proveniq.checkpoint import Checkpoint, sign_checkpoint, with_timestamp
 from proveniq.db import Pool
-from proveniq.errors import ConsistencyProofError, InternalError
+from proveniq.errors import ConsistencyProofError, InternalError, Unavailable
 from proveniq.integrate import NodeId, integrate, integrate_node_ids
 from proveniq.signer import Signer
 from proveniq.timefmt import utcnow
@@ -139,14 +139,20 @@ def _insert_nodes(cur: Any, nodes: Mapping[NodeId, bytes]) -> None:
 
 
 def seal_until_current() -> int:
-    """The batch_merkle trigger body: seal until caught up; returns how many were integrated.
+    """The batch_merkle trigger body: sweep the outbox, then seal until caught up; returns how
+    many entries were integrated.
 
     Transient failures raise (the platform redelivers the tick); an inconsistency is logged as
     an alert and acknowledged, because retrying cannot fix it.
     """
     from proveniq.runtime import runtime
 
-    sealer = runtime().sealer
+    rt = runtime()
+    sealer = rt.sealer
+    try:  # the same tick re-publishes outbox rows a crash left unsent (at least once)
+        rt.relay.sweep(min_age_seconds=10)
+    except Unavailable as e:
+        log.warning("outbox sweep deferred: %s", e.message)
     total = 0
     while True:
         try:
