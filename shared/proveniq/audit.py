@@ -16,10 +16,11 @@ from typing import Any
 
 from proveniq import proof
 from proveniq.checkpoint import Checkpoint
-from proveniq.entry import ZERO_HASH, Entry
+from proveniq.entry import ZERO_HASH
 from proveniq.errors import ProveniqError
 from proveniq.integrate import MemoryNodeStore, integrate
 from proveniq.note import NoteVerifier, open_note, parse_note
+from proveniq.store import EVENT_COLUMNS, stored_event
 
 PAGE = 20_000
 
@@ -56,42 +57,32 @@ def _chain(cur: Any, report: AuditReport, say: Callable[[str], None]) -> list[by
     prev, expected_seq = ZERO_HASH, 0
     while True:
         cur.execute(
-            "SELECT seq, id, tenant, type, subject, payload_hash, payload, occurred_at,"
-            " recorded_at, prev, leaf_hash FROM events WHERE seq >= %s ORDER BY seq LIMIT %s",
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE seq >= %s ORDER BY seq LIMIT %s",  # noqa: S608
             (expected_seq, PAGE),
         )
         rows = cur.fetchall()
         if not rows:
             return leaves
-        for seq, eid, tenant, etype, subject, ph, payload, occ, rec, sprev, sleaf in rows:
+        for row in rows:
+            ev = stored_event(row)
+            entry, seq = ev.entry, ev.entry.seq
             if seq != expected_seq:
                 report.problems.append(f"seq {expected_seq}: missing (next stored is {seq})")
                 return leaves
-            entry = Entry(
-                seq=seq,
-                id=eid,
-                tenant=tenant,
-                type=etype,
-                subject=subject,
-                payload_hash=bytes(ph),
-                occurred_at=occ,
-                recorded_at=rec,
-                prev=bytes(sprev),
-            )
             leaf = entry.leaf_hash()
-            if bytes(sleaf) != leaf:
+            if ev.stored_leaf != leaf:
+                found = ev.stored_leaf.hex() if ev.stored_leaf else "nothing"
                 report.problems.append(
-                    f"seq {seq}: stored leaf_hash {bytes(sleaf).hex()}, "
-                    f"recomputed from the entry {leaf.hex()}"
+                    f"seq {seq}: stored leaf_hash {found}, recomputed from the entry {leaf.hex()}"
                 )
-            if bytes(sprev) != prev:
+            if entry.prev != prev:
                 report.problems.append(
-                    f"seq {seq}: prev {bytes(sprev).hex()}, expected the "
+                    f"seq {seq}: prev {entry.prev.hex()}, expected the "
                     f"leaf hash of seq {seq - 1} {prev.hex()}"
                 )
-            if payload is not None and hashlib.sha256(bytes(payload)).digest() != bytes(ph):
+            if ev.payload is not None and hashlib.sha256(ev.payload).digest() != entry.payload_hash:
                 report.problems.append(
-                    f"seq {seq}: payload does not hash to payload_hash {bytes(ph).hex()}"
+                    f"seq {seq}: payload does not hash to payload_hash {entry.payload_hash.hex()}"
                 )
             leaves.append(leaf)
             prev = leaf

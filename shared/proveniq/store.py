@@ -23,7 +23,7 @@ from proveniq.submission import Prepared
 from proveniq.timefmt import utcnow
 
 LEDGER_LOCK_KEY = 0x50524F56454E4951  # "PROVENIQ"
-_EVENT_COLS = (
+EVENT_COLUMNS = (
     "seq, id, tenant, type, subject, payload_hash, payload, occurred_at, recorded_at, prev, "
     "leaf_hash, actor"
 )
@@ -54,6 +54,7 @@ class StoredEvent:
     entry: Entry
     payload: bytes | None
     actor: str
+    stored_leaf: bytes | None = None  # the leaf_hash column as read, for audits
 
 
 Render = Callable[[list[Entry]], StoredResponse]
@@ -177,7 +178,7 @@ class LedgerStore:
                 actor,
             ]
         cur.execute(
-            f"WITH ev AS (INSERT INTO events ({_EVENT_COLS}) VALUES {rows} RETURNING seq) "  # noqa: S608
+            f"WITH ev AS (INSERT INTO events ({EVENT_COLUMNS}) VALUES {rows} RETURNING seq) "  # noqa: S608
             "INSERT INTO outbox (seq) SELECT seq FROM ev",
             params,
         )
@@ -200,21 +201,14 @@ class LedgerStore:
     # ---- reads (tenant-scoped) -------------------------------------------------------------
 
     def get_event(self, *, tenant: str | None, event_id: str) -> StoredEvent:
-        sql = f"SELECT {_EVENT_COLS} FROM events WHERE id = %s"  # noqa: S608
-        params: list[Any] = [event_id]
-        if tenant is not None:
-            sql += " AND tenant = %s"
-            params.append(tenant)
-        with self.pool.transaction() as cur:
-            cur.execute(sql, params)
-            row = cur.fetchone()
-        if row is None:
-            raise NotFound(f"event {event_id} not found")
-        return _stored(row)
+        return self._one("id", event_id, tenant, f"event {event_id} not found")
 
     def find_by_leaf(self, *, tenant: str | None, leaf_hash: bytes) -> StoredEvent:
-        sql = f"SELECT {_EVENT_COLS} FROM events WHERE leaf_hash = %s"  # noqa: S608
-        params: list[Any] = [leaf_hash]
+        return self._one("leaf_hash", leaf_hash, tenant, "no event with that leaf hash")
+
+    def _one(self, column: str, value: Any, tenant: str | None, missing: str) -> StoredEvent:
+        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {column} = %s"  # noqa: S608
+        params: list[Any] = [value]
         if tenant is not None:
             sql += " AND tenant = %s"
             params.append(tenant)
@@ -222,8 +216,8 @@ class LedgerStore:
             cur.execute(sql, params)
             row = cur.fetchone()
         if row is None:
-            raise NotFound("no event with that leaf hash")
-        return _stored(row)
+            raise NotFound(missing)
+        return stored_event(row)
 
     def list_events(
         self,
@@ -252,24 +246,24 @@ class LedgerStore:
         params.append(limit)
         with self.pool.transaction() as cur:
             cur.execute(
-                f"SELECT {_EVENT_COLS} FROM events WHERE {' AND '.join(where)} "  # noqa: S608
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} "  # noqa: S608
                 "ORDER BY seq LIMIT %s",
                 params,
             )
-            return [_stored(r) for r in cur.fetchall()]
+            return [stored_event(r) for r in cur.fetchall()]
 
     def unpublished(self, *, limit: int = 500, min_age_seconds: float = 0) -> list[StoredEvent]:
         """Committed events not yet marked published, older than `min_age_seconds` (so a
         sweep does not race the request that is publishing them right now)."""
         with self.pool.transaction() as cur:
             cur.execute(
-                f"SELECT {', '.join('e.' + c.strip() for c in _EVENT_COLS.split(','))} "  # noqa: S608
+                f"SELECT {', '.join('e.' + c.strip() for c in EVENT_COLUMNS.split(','))} "  # noqa: S608
                 "FROM outbox o JOIN events e USING (seq) WHERE o.published_at IS NULL "
                 "AND e.recorded_at <= now() - make_interval(secs => %s) "
                 "ORDER BY o.seq LIMIT %s",
                 (float(min_age_seconds), limit),
             )
-            return [_stored(r) for r in cur.fetchall()]
+            return [stored_event(r) for r in cur.fetchall()]
 
     def mark_published(self, seqs: Sequence[int]) -> None:
         if not seqs:
@@ -290,32 +284,24 @@ def request_hash(body: bytes) -> bytes:
     return hashlib.sha256(body).digest()
 
 
-def _stored(row: Sequence[Any]) -> StoredEvent:
-    (
-        seq,
-        eid,
-        tenant,
-        etype,
-        subject,
-        payload_hash,
-        payload,
-        occurred_at,
-        recorded_at,
-        prev,
-        _leaf,
-        actor,
-    ) = row
+def stored_event(row: Sequence[Any]) -> StoredEvent:
+    """A row of `SELECT {EVENT_COLUMNS}`; the entry's leaf hash is NOT taken from the row (it
+    is recomputed on demand); the stored one is kept apart for audits."""
+    seq, eid, tenant, etype, subject, ph, payload, occurred, recorded, prev, leaf, actor = row
     entry = Entry(
         seq=seq,
         id=eid,
         tenant=tenant,
         type=etype,
         subject=subject,
-        payload_hash=bytes(payload_hash),
-        occurred_at=occurred_at,
-        recorded_at=recorded_at,
+        payload_hash=bytes(ph),
+        occurred_at=occurred,
+        recorded_at=recorded,
         prev=bytes(prev),
     )
     return StoredEvent(
-        entry=entry, payload=None if payload is None else bytes(payload), actor=actor
+        entry=entry,
+        payload=None if payload is None else bytes(payload),
+        actor=actor,
+        stored_leaf=bytes(leaf),
     )

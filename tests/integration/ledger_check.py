@@ -6,7 +6,7 @@ import hashlib
 from typing import Any
 
 from proveniq.chain import Tail, verify_chain
-from proveniq.entry import Entry
+from proveniq.store import EVENT_COLUMNS, stored_event
 
 
 def check_log(conn: Any) -> list[bytes]:
@@ -15,28 +15,15 @@ def check_log(conn: Any) -> list[bytes]:
     Returns the leaf hashes in seq order.
     """
     cur = conn.cursor()
-    cur.execute(
-        "SELECT seq, id, tenant, type, subject, payload_hash, payload, occurred_at, recorded_at,"
-        " prev, leaf_hash FROM events ORDER BY seq"
-    )
+    cur.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY seq")  # noqa: S608
     entries, leaves = [], []
     for row in cur.fetchall():
-        seq, eid, tenant, etype, subject, ph, payload, occ, rec, prev, leaf = row
-        e = Entry(
-            seq=seq,
-            id=eid,
-            tenant=tenant,
-            type=etype,
-            subject=subject,
-            payload_hash=bytes(ph),
-            occurred_at=occ,
-            recorded_at=rec,
-            prev=bytes(prev),
-        )
-        assert e.leaf_hash() == bytes(leaf), f"stored leaf differs at seq {seq}"
-        if payload is not None:
-            assert hashlib.sha256(bytes(payload)).digest() == bytes(ph), f"payload at {seq}"
+        ev = stored_event(row)
+        e = ev.entry
+        assert e.leaf_hash() == ev.stored_leaf, f"stored leaf differs at seq {e.seq}"
+        if ev.payload is not None:
+            assert hashlib.sha256(ev.payload).digest() == e.payload_hash, f"payload at {e.seq}"
         entries.append(e)
-        leaves.append(bytes(leaf))
+        leaves.append(e.leaf_hash())
     verify_chain(entries, start=Tail.empty())
     return leaves
