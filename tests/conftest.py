@@ -126,5 +126,6 @@ def stack(
     yield live
     server.shutdown()
     server.server_close()
+    runtime().relay.flush_marks()
     runtime().pool.dispose()
     assert not server_errors, f"the stack answered 5xx: {server_errors[:5]}"

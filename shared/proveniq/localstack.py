@@ -229,6 +229,10 @@ def shutdown(settings: Settings) -> None:
 
     if runtime.cache_info().currsize:
         rt = runtime()
+        try:
+            rt.relay.flush_marks()
+        except Exception:
+            log.warning("could not flush outbox marks; the next sweep re-publishes them")
         close = getattr(rt.publisher, "close", None)
         if close is not None:
             close()

@@ -269,6 +269,9 @@ class LedgerStore:
         if not seqs:
             return
         with self.pool.transaction() as cur:
+            # Losing this mark in a crash only means a re-publish (delivery is at least once),
+            # so it need not wait for its WAL flush like the append itself does.
+            cur.execute("SET LOCAL synchronous_commit TO off")
             cur.execute(
                 "UPDATE outbox SET published_at = now() WHERE seq = ANY(%s) "
                 "AND published_at IS NULL",
