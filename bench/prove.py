@@ -20,10 +20,10 @@ and for each size N (a fresh database each) prints:
    (leaf, inclusion path, checkpoint signature).
 3. time-to-integrate under sustained `POST /v1/events` load (4 closed-loop writers, ~20 s):
    a seal timer thread in the server process behaves like the local stack's (`stop.wait(interval)`
-   then seal until current, i.e. a fixed delay after each tick) for PROVENIQ_SEAL_INTERVAL_MS of
-   1000 and 200 ms. Each write's acknowledgement time (client wall clock) is matched with the
-   commit time of the first checkpoint whose size exceeds its seq (recorded by the seal thread
-   right after `Sealer.seal()` returns).
+   then the real `seal_until_current`, i.e. a fixed delay after each tick) for
+   PROVENIQ_SEAL_INTERVAL_MS of 1000 and 200 ms. Each write's acknowledgement time (client wall
+   clock) is matched with the commit time of the first checkpoint whose size exceeds its seq
+   (recorded by the seal thread as soon as `seal_until_current` returns).
 
 CPU use is shown as cores (CPU seconds / wall seconds) for the driver or server process, the
 HTTP client process and PostgreSQL. Progress and estimated remaining time go to stderr.
@@ -674,16 +674,19 @@ def prove(
 
 
 class SealTimer(threading.Thread):
-    """The local stack's seal timer: wait `interval`, then seal until current; repeat.
+    """The local stack's seal timer: wait `interval`, then run the real batch_merkle body
+    (`seal_until_current`: outbox sweep, then seal until caught up); repeat.
 
-    Records (wall-clock commit time, checkpoint size) right after each `Sealer.seal()` returns.
+    After a tick that integrated something, records (wall clock when `seal_until_current`
+    returned, i.e. just after its last commit; the latest checkpoint's size). Only this thread
+    seals, so that size is the one the tick committed.
     """
 
     def __init__(self, interval: float) -> None:
         super().__init__(name="seal-timer", daemon=True)
         from proveniq.runtime import runtime
 
-        self.sealer = runtime().sealer
+        self.pool = runtime().pool
         self.interval = interval
         self.stop_event = threading.Event()
         self.commits: list[tuple[float, int]] = []
@@ -692,24 +695,22 @@ class SealTimer(threading.Thread):
         self.errors: list[BaseException] = []
 
     def run(self) -> None:
-        from proveniq.services.seal import MAX_LEAVES_PER_SEAL
+        from proveniq.services.seal import seal_until_current
 
         while not self.stop_event.wait(self.interval):
             t = time.perf_counter()
-            sealed_any = False
             try:
-                while True:  # the loop of `seal_until_current`
-                    sealed = self.sealer.seal()
-                    if sealed is None:
-                        break
-                    self.commits.append((time.time(), sealed.size))
-                    sealed_any = True
-                    if sealed.size - sealed.old_size < MAX_LEAVES_PER_SEAL:
-                        break
+                integrated = seal_until_current()
+                done = time.time()
+                if integrated:
+                    with self.pool.transaction() as cur:
+                        cur.execute("SELECT max(size) FROM checkpoints")
+                        self.commits.append((done, cur.fetchone()[0]))
             except Exception as e:
                 self.errors.append(e)
                 log(f"    seal tick failed: {e!r}")
-            if sealed_any:
+                continue
+            if integrated:
                 self.ticks.append(time.perf_counter() - t)
             else:
                 self.empty_ticks += 1
