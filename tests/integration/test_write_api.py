@@ -266,3 +266,34 @@ def test_merkle_root_of_appended_leaves(stack: Any) -> None:
         cur.execute("SELECT leaf_hash FROM events ORDER BY seq")
         leaves = [bytes(r[0]) for r in cur.fetchall()]
     assert len(leaves) == 5 and len(merkle.root(leaves)) == 32
+
+
+def test_large_batch_copy_path_round_trips_exactly(stack: Any) -> None:
+    """Batches of >= store.COPY_THRESHOLD go through COPY: payload bytes and every leaf field
+    must come back exactly (tabs, newlines, backslashes, non-ASCII)."""
+    key = stack.keys["acme:MEMBER"]
+    tricky = {"note": "tab\there\nnew line \\ backslash \\N é 日本 \u2028", "n": -0.5}
+    events = [
+        {
+            "type": "document.uploaded",
+            "subject": f"doc_{i}",
+            "payload": {**tricky, "i": i},
+            "occurred_at": "2026-11-24T01:02:03.000004+01:00",
+        }
+        for i in range(40)
+    ]
+    r = post(stack, "/v1/events:batch", {"events": events}, key)
+    assert r.status_code == 201, r.text
+    ids = [e["id"] for e in r.json()["data"]["events"]]
+    got = requests.get(
+        f"{stack.base}/v1/events/{ids[7]}", timeout=10, headers={"Authorization": f"Bearer {key}"}
+    ).json()["data"]
+    assert got["payload"] == {**tricky, "i": 7}
+    assert got["occurred_at"] == "2026-11-24T00:02:03.000004Z"
+    with stack.superuser() as conn:
+        from tests.integration.ledger_check import check_log
+
+        leaves = check_log(conn)
+        cur = conn.cursor()
+        cur.execute("SELECT count(*) FROM outbox")
+        assert cur.fetchone()[0] == len(leaves) == 40
