@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import hashlib
 import http.client
-import io
 import itertools
 import json
 import logging
@@ -48,7 +47,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +54,7 @@ from proveniq.canonical import canonicalize
 from proveniq.chain import Draft, Tail, link, verify_chain
 from proveniq.entry import Entry
 from proveniq.errors import VerificationError
-from proveniq.store import LEDGER_LOCK_KEY, LedgerStore
+from proveniq.store import LEDGER_LOCK_KEY, LedgerStore, copy_insert, values_insert
 from proveniq.timefmt import utcnow
 
 APP_ROLE = "proveniq_app"
@@ -66,11 +64,6 @@ RAW_ACTOR = "key:key_benchraw000"
 EVENT_TYPE = "claim.filed"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ZERO32 = bytes(32)
-# Same columns, same order as the store's INSERT (proveniq.store._EVENT_COLS).
-COPY_COLS = (
-    "seq, id, tenant, type, subject, payload_hash, payload, occurred_at, recorded_at, prev, "
-    "leaf_hash, actor"
-)
 
 
 def log(message: str) -> None:
@@ -229,45 +222,6 @@ def raw_drafts(tag: str, count: int) -> tuple[list[Draft], list[bytes]]:
             )
         )
     return drafts, payloads
-
-
-def _copy_text(value: Any) -> bytes:
-    if value is None:
-        return b"\\N"
-    if isinstance(value, bytes):
-        return b"\\\\x" + value.hex().encode()
-    if isinstance(value, int):
-        return str(value).encode()
-    if isinstance(value, datetime):
-        return value.isoformat().encode()
-    text = str(value)
-    for a, b in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")):
-        text = text.replace(a, b)
-    return text.encode()
-
-
-def copy_insert(cur: Any, entries: list[Entry], payloads: list[bytes], actor: str) -> None:
-    """The store's rows (events + outbox) with COPY FROM STDIN instead of INSERT ... VALUES."""
-    out = io.BytesIO()
-    for e, payload in zip(entries, payloads, strict=True):
-        row = (
-            e.seq,
-            e.id,
-            e.tenant,
-            e.type,
-            e.subject,
-            e.payload_hash,
-            payload,
-            e.occurred_at,
-            e.recorded_at,
-            e.prev,
-            e.leaf_hash(),
-            actor,
-        )
-        out.write(b"\t".join(_copy_text(v) for v in row) + b"\n")
-    cur.execute(f"COPY events ({COPY_COLS}) FROM STDIN", stream=[out.getvalue()])
-    seqs = "".join(f"{e.seq}\n" for e in entries).encode()
-    cur.execute("COPY outbox (seq) FROM STDIN", stream=[seqs])
 
 
 Insert = Callable[[Any, list[Entry], list[bytes], str], None]
@@ -766,7 +720,7 @@ def run(args: argparse.Namespace, pg: Database, state_dir: Path) -> None:
         for batch, c in bulk:
             pair = []
             for name, db, insert in (
-                ("INSERT VALUES", values_db, LedgerStore._insert),
+                ("INSERT VALUES", values_db, values_insert),
                 ("COPY", copy_db, copy_insert),
             ):
                 row = raw_run(
