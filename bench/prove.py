@@ -257,15 +257,9 @@ class Stack:
 
     @staticmethod
     def release() -> None:
-        from proveniq.runtime import runtime
+        from proveniq.runtime import release_runtime
 
-        if runtime.cache_info().currsize:
-            rt = runtime()
-            close = getattr(rt.publisher, "close", None)
-            if close is not None:
-                close()
-            rt.pool.dispose()
-            runtime.cache_clear()
+        release_runtime()
 
     def close(self) -> None:
         self.server.shutdown()

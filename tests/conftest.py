@@ -26,15 +26,9 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if k.startswith(ENV_PREFIXES):
             monkeypatch.delenv(k)
     yield
-    from proveniq.runtime import runtime
+    from proveniq.runtime import release_runtime
 
-    if runtime.cache_info().currsize:
-        rt = runtime()
-        close = getattr(rt.publisher, "close", None)
-        if close is not None:
-            close()
-        rt.pool.dispose()
-        runtime.cache_clear()
+    release_runtime()
 
 
 @pytest.fixture(scope="session")
@@ -90,7 +84,7 @@ def stack(
     from werkzeug.serving import make_server
 
     from proveniq import localstack
-    from proveniq.runtime import runtime
+    from proveniq.runtime import release_runtime, runtime
 
     monkeypatch.setenv(
         "PROVENIQ_DATABASE_URL", pg_server.url(user="proveniq_app", database=database)
@@ -126,6 +120,5 @@ def stack(
     yield live
     server.shutdown()
     server.server_close()
-    runtime().relay.flush_marks()
-    runtime().pool.dispose()
+    release_runtime()  # before the database is dropped
     assert not server_errors, f"the stack answered 5xx: {server_errors[:5]}"

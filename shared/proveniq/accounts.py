@@ -109,6 +109,15 @@ class Accounts:
                     raise NotFound(f"API key {key_id} not found")
                 raise Conflict(f"API key {key_id} is already revoked")
 
+    def partner_tier(self, partner_id: str) -> str | None:
+        """The tier of an active partner, None if there is no such (active) partner."""
+        with self.pool.transaction() as cur:
+            cur.execute(
+                "SELECT tier FROM partners WHERE id = %s AND disabled_at IS NULL", (partner_id,)
+            )
+            row = cur.fetchone()
+        return None if row is None else str(row[0])
+
     def lookup(self, prefix: str) -> KeyRecord:
         with self.pool.transaction() as cur:
             cur.execute(

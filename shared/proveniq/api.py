@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 from flask import Request, Response
 
 from proveniq.canonical import parse_strict
-from proveniq.errors import ValidationError
+from proveniq.errors import NotFound, ValidationError
 from proveniq.httpapi import Call, Reply, Route, serve
 from proveniq.runtime import Runtime, runtime
 
@@ -52,7 +53,7 @@ def proof_routes(rt: Runtime) -> list[Route]:
         Route("GET", "/v1/checkpoints/latest", p.checkpoint, read, tenant_scoped=False),
         Route(
             "GET",
-            r"/v1/checkpoints/(?P<size>[1-9][0-9]{0,18})",
+            r"/v1/checkpoints/(?P<size>[1-9][0-9]{0,17})",
             p.checkpoint,
             read,
             tenant_scoped=False,
@@ -67,8 +68,8 @@ def admin_routes(rt: Runtime) -> list[Route]:
     def create_partner(call: Call) -> Reply:
         doc = _object(call.body, {"name", "tier"})
         name = doc.get("name")
-        if not isinstance(name, str) or not 1 <= len(name) <= 200:
-            raise ValidationError("name must be 1-200 characters", field="name")
+        if not isinstance(name, str) or not 1 <= len(name) <= 200 or not name.isprintable():
+            raise ValidationError("name must be 1-200 printable characters", field="name")
         tier = doc.get("tier", "free")
         if not isinstance(tier, str):
             raise ValidationError("tier must be a string", field="tier")
@@ -81,8 +82,14 @@ def admin_routes(rt: Runtime) -> list[Route]:
     def create_key(call: Call) -> Reply:
         doc = _object(call.body, {"partner_id", "role", "global_role", "label"})
         for k in ("partner_id", "role", "global_role", "label"):
-            if k in doc and doc[k] is not None and not isinstance(doc[k], str):
-                raise ValidationError("must be a string", field=k)
+            v = doc.get(k)
+            if v is not None and (not isinstance(v, str) or len(v) > 200 or not v.isprintable()):
+                raise ValidationError(
+                    "must be a printable string of at most 200 characters", field=k
+                )
+        partner_id = doc.get("partner_id")
+        if partner_id is not None and not re.fullmatch(r"prt_[0-9a-f]{16}", partner_id):
+            raise NotFound(f"partner {partner_id} not found")
         new, rec = rt.accounts.create_key(
             partner_id=doc.get("partner_id"),
             org_role=doc.get("role"),

@@ -7,6 +7,7 @@ TCP_NODELAY: pg8000 does not set it and Nagle + delayed ACK stall every message 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,9 +16,10 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 import pg8000.dbapi
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import QueuePool
 
-from proveniq.errors import Unavailable
+from proveniq.errors import ProveniqError, Unavailable, ValidationError
 
 Connect = Callable[[], Any]
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -42,11 +44,35 @@ def url_connector(url: str) -> Connect:
         kwargs["port"] = u.port or 5432
 
     def connect() -> Any:
-        conn = pg8000.dbapi.connect(**kwargs)
-        set_nodelay(conn)
-        return conn
+        return prepare_connection(pg8000.dbapi.connect(**kwargs))
 
     return connect
+
+
+TRANSIENT_SQLSTATES = ("40001", "40P01", "57014", "57P01", "57P02", "57P03", "53", "08")
+
+
+def translate(e: Exception) -> Exception:
+    """Map a server-reported error: bad data -> 400, transient -> 503, anything else as is."""
+    info = e.args[0] if e.args and isinstance(e.args[0], dict) else {}
+    code = str(info.get("C", ""))
+    if code.startswith("22"):
+        return ValidationError(
+            "a value is malformed or out of range for the ledger", field="request"
+        )
+    if code.startswith(TRANSIENT_SQLSTATES):
+        return Unavailable("database busy or restarting; retry")
+    return e
+
+
+def prepare_connection(conn: Any) -> Any:
+    """TCP_NODELAY on TCP sockets; UTC session time zone (timestamps always come back as UTC
+    datetimes, whatever the server's default)."""
+    set_nodelay(conn)
+    cur = conn.cursor()
+    cur.execute("SET TIME ZONE 'UTC'")
+    conn.commit()
+    return conn
 
 
 def set_nodelay(conn: Any) -> None:
@@ -72,15 +98,29 @@ class Pool:
     def connection(self) -> Iterator[Any]:
         try:
             conn = self._pool.connect()
-        except (pg8000.InterfaceError, OSError, TimeoutError) as e:
+        except (
+            pg8000.InterfaceError,
+            pg8000.DatabaseError,
+            OSError,
+            TimeoutError,
+            PoolTimeout,
+        ) as e:
             raise Unavailable("database unavailable") from e
         try:
             yield conn
-        except pg8000.InterfaceError as e:
+        except ProveniqError:
+            raise  # ours, raised between statements: the connection is in sync
+        except pg8000.DatabaseError as e:
+            raise translate(e) from e  # reported by the server: the connection is usable
+        except BaseException as e:
+            # Anything else (a client-side failure mid-statement, a lost socket) may leave
+            # unread replies on the wire: never hand this connection out again.
             conn.invalidate()
-            raise Unavailable("database connection lost") from e
+            if isinstance(e, pg8000.InterfaceError):
+                raise Unavailable("database connection lost") from e
+            raise
         finally:
-            conn.close()  # returns it to the pool
+            conn.close()  # returns it to the pool (or discards it if invalidated)
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
@@ -90,7 +130,8 @@ class Pool:
                 yield cur
                 conn.commit()
             except BaseException:
-                conn.rollback()
+                with contextlib.suppress(Exception):  # a broken connection is invalidated above
+                    conn.rollback()
                 raise
 
     def dispose(self) -> None:

@@ -78,6 +78,10 @@ class Edge:
     def rate_limit(self, principal: Principal, tenant: str | None) -> Mapping[str, str]:
         raise NotImplementedError
 
+    def check_tenant(self, tenant: str) -> None:
+        """Raise NotFound unless `tenant` is an existing organization."""
+        raise NotImplementedError
+
 
 def serve(request: Request, routes: Sequence[Route], edge: Edge, *, max_body: int) -> Response:
     extra: dict[str, str] = {}
@@ -90,11 +94,12 @@ def serve(request: Request, routes: Sequence[Route], edge: Edge, *, max_body: in
         else:
             principal = edge.authenticate(request.headers)
             rbac.require(principal, route.permission)
-            tenant = (
-                rbac.tenant_for(principal, request.headers.get("X-Proveniq-Tenant"))
-                if route.tenant_scoped
-                else None
-            )
+            tenant = None
+            if route.tenant_scoped:
+                tenant = rbac.tenant_for(principal, request.headers.get("X-Proveniq-Tenant"))
+                if tenant != principal.tenant:
+                    rbac.require_in_other_tenant(principal, route.permission)
+                    edge.check_tenant(tenant)
             extra.update(edge.rate_limit(principal, tenant))
             body = _body(request, max_body) if request.method in ("POST", "PUT") else b""
             reply = route.handler(

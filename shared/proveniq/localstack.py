@@ -225,17 +225,8 @@ def run(settings: Settings, *, host: str, echo: Callable[[str], None]) -> None:
 
 def shutdown(settings: Settings) -> None:
     from proveniq.adapters.local import postgres
-    from proveniq.runtime import runtime
+    from proveniq.runtime import release_runtime
 
-    if runtime.cache_info().currsize:
-        rt = runtime()
-        try:
-            rt.relay.flush_marks()
-        except Exception:
-            log.warning("could not flush outbox marks; the next sweep re-publishes them")
-        close = getattr(rt.publisher, "close", None)
-        if close is not None:
-            close()
-        rt.pool.dispose()
+    release_runtime()
     if (settings.state_dir / "pg").exists():
         postgres.stop(settings.state_dir / "pg")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from proveniq.db import Pool
 from proveniq.errors import RateLimited
 
+UNLIMITED = "internal"
 TIERS: dict[str, tuple[int, int]] = {  # tier -> (requests per minute, burst)
     "free": (60, 10),
     "pro": (600, 100),
@@ -37,10 +38,11 @@ class RateLimiter:
         self.pool = pool
 
     def take(self, *, bucket: str, tier: str) -> Budget | None:
-        """Spend one token or raise RateLimited; None for unlimited tiers."""
-        if tier not in TIERS:
+        """Spend one token or raise RateLimited; None for the unlimited `internal` tier.
+        An unknown tier is treated as `free`, never as unlimited."""
+        if tier == UNLIMITED:
             return None
-        rpm, burst = TIERS[tier]
+        rpm, burst = TIERS.get(tier, TIERS["free"])
         rate = rpm / 60.0
         with self.pool.transaction() as cur:
             cur.execute(

@@ -49,6 +49,16 @@ def require(principal: Principal, permission: str) -> None:
         raise Forbidden(f"permission {permission} is required")
 
 
+def require_in_other_tenant(principal: Principal, permission: str) -> None:
+    """Acting outside one's own organization: only the global role counts (an org role grants
+    nothing in another organization)."""
+    if principal.global_role == "ADMIN":
+        return
+    if principal.global_role == "AUDITOR" and permission in _AUDITOR_GRANTS:
+        return
+    raise Forbidden(f"permission {permission} in another organization needs a platform role")
+
+
 def tenant_for(principal: Principal, requested: str | None) -> str:
     """The tenant a request acts in: the principal's own; platform roles must name one."""
     if principal.tenant is not None:

@@ -5,17 +5,19 @@ Clients are built on first use, never at import (cold starts stay cheap).
 
 from __future__ import annotations
 
-import functools
 import logging
+import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from cachetools import TTLCache
 
 from proveniq import db
 from proveniq.accounts import Accounts
 from proveniq.auth import Authenticator
 from proveniq.db import Pool
-from proveniq.errors import ValidationError
+from proveniq.errors import NotFound, ValidationError
 from proveniq.httpapi import Edge
 from proveniq.ports import IdentityVerifier, Principal, Publisher
 from proveniq.ratelimit import RateLimiter
@@ -28,6 +30,7 @@ from proveniq.signer import Signer
 from proveniq.store import LedgerStore
 
 log = logging.getLogger("proveniq.runtime")
+TIER_CACHE_SECONDS = 30
 
 
 @dataclass(eq=False)  # hashed by identity: route tables are cached per runtime
@@ -44,14 +47,36 @@ class Runtime(Edge):
     signer: Signer
     sealer: Sealer
     prove: ProofService
+    _tiers: TTLCache[str, str | None] = field(
+        default_factory=lambda: TTLCache(maxsize=10_000, ttl=TIER_CACHE_SECONDS)
+    )
+    _tier_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def authenticate(self, headers: Any) -> Principal:
         return self.authenticator.authenticate(headers)
 
     def rate_limit(self, principal: Principal, tenant: str | None) -> Mapping[str, str]:
-        bucket = principal.tenant or principal.subject
-        budget = self.limiter.take(bucket=bucket, tier=principal.tier)
+        # One bucket per organization, sized by that organization's tier (not by whatever tier
+        # a token claims); platform credentials without an organization get their own bucket.
+        if principal.tenant is not None:
+            bucket, tier = principal.tenant, self._tier(principal.tenant) or "free"
+        else:
+            bucket, tier = principal.subject, principal.tier
+        budget = self.limiter.take(bucket=bucket, tier=tier)
         return budget.headers() if budget else {}
+
+    def check_tenant(self, tenant: str) -> None:
+        if self._tier(tenant) is None:
+            raise NotFound(f"organization {tenant} does not exist")
+
+    def _tier(self, partner_id: str) -> str | None:
+        with self._tier_lock:
+            if partner_id in self._tiers:
+                return self._tiers[partner_id]
+        tier = self.accounts.partner_tier(partner_id)
+        with self._tier_lock:
+            self._tiers[partner_id] = tier
+        return tier
 
     def ready(self) -> None:
         with self.pool.transaction() as cur:
@@ -82,12 +107,40 @@ def build(settings: Settings, *, publisher: Publisher | None = None) -> Runtime:
     )
 
 
-@functools.cache
-def runtime() -> Runtime:
-    from proveniq import logs
+_lock = threading.Lock()
+_current: Runtime | None = None
 
-    logs.setup()
-    return build(Settings.from_env())
+
+def runtime() -> Runtime:
+    """The process-wide runtime, built once (thread-safe) from the environment's settings."""
+    global _current
+    rt = _current
+    if rt is None:
+        with _lock:
+            if _current is None:
+                from proveniq import logs
+
+                logs.setup()
+                _current = build(Settings.from_env())
+            rt = _current
+    return rt
+
+
+def release_runtime() -> None:
+    """Flush outbox marks, close the publisher, close the pool, forget the runtime."""
+    global _current
+    with _lock:
+        rt, _current = _current, None
+    if rt is None:
+        return
+    try:
+        rt.relay.flush_marks()
+    except Exception:
+        log.warning("could not flush outbox marks; the next sweep re-publishes them")
+    close = getattr(rt.publisher, "close", None)
+    if close is not None:
+        close()
+    rt.pool.dispose()
 
 
 def _connector(settings: Settings) -> db.Connect:

@@ -19,9 +19,9 @@ from proveniq import lifecycle
 from proveniq.chain import Draft, Tail, link
 from proveniq.db import Pool
 from proveniq.entry import Entry
-from proveniq.errors import IdempotencyConflict, NotFound
+from proveniq.errors import Conflict, IdempotencyConflict, NotFound
 from proveniq.submission import Prepared
-from proveniq.timefmt import format_time, utcnow
+from proveniq.timefmt import format_time
 
 LEDGER_LOCK_KEY = 0x50524F56454E4951  # "PROVENIQ"
 COPY_THRESHOLD = 32  # batches at least this large are written with COPY
@@ -100,10 +100,14 @@ class LedgerStore:
         payloads = [p.payload for _, p in items]
         governed = sorted({p.subject for _, p in items if lifecycle.governs(p.type)})
         with self.pool.transaction() as cur:
-            cur.execute("SELECT size, leaf_hash FROM ledger_lock_tail(%s)", (LEDGER_LOCK_KEY,))
-            size, tail_hash = cur.fetchone()
+            cur.execute(
+                "SELECT size, leaf_hash, recorded_at FROM ledger_lock_tail(%s)", (LEDGER_LOCK_KEY,)
+            )
+            size, tail_hash, recorded_at = cur.fetchone()
             statuses = self._next_statuses(cur, tenant, drafts, governed)
-            entries = link(drafts, tail=Tail(size=size, leaf_hash=tail_hash), recorded_at=utcnow())
+            entries = link(
+                drafts, tail=Tail(size=size, leaf_hash=bytes(tail_hash)), recorded_at=recorded_at
+            )
             self._insert(cur, entries, payloads, actor)
             if statuses:
                 self._save_statuses(cur, tenant, statuses, entries)
@@ -121,7 +125,7 @@ class LedgerStore:
                     ),
                 )
                 if cur.fetchone() is None:  # a concurrent request with the same key won
-                    raise _LostIdempotencyRace
+                    raise _LostIdempotencyRace("another request with this key won")
         return Appended(entries=entries, payloads=payloads, response=response)
 
     def _replay(self, tenant: str, idem: Idempotency) -> StoredResponse | None:
@@ -329,7 +333,7 @@ def _copy_field(v: Any) -> bytes:
     return text.replace("\r", "\\r").encode()
 
 
-class _LostIdempotencyRace(Exception):
+class _LostIdempotencyRace(Conflict):
     """Internal: roll back and replay the winner's stored response."""
 
 

@@ -7,8 +7,9 @@ import uuid
 from collections.abc import Sequence
 
 from proveniq import lifecycle
+from proveniq.bundle import Bundle
 from proveniq.entry import Entry
-from proveniq.errors import ValidationError
+from proveniq.errors import Unavailable, ValidationError
 from proveniq.httpapi import Call, Reply, envelope
 from proveniq.services.prove import MAX_WAIT_SECONDS, Pending, ProofService
 from proveniq.services.relay import Relay
@@ -31,18 +32,22 @@ class AppendService:
         wait = call.request.args.get("wait")
         if wait not in (None, "proof"):
             raise ValidationError("wait must be 'proof'", field="wait")
+        timeout = _timeout(call) if wait else 0.0  # validated before anything is written
         reply = self._write(call, [parse_single(call.body)], batch=False)
         if wait is None or self.prove is None or reply.raw is None:
             return reply
-        return self._with_proof(call, reply)
+        return self._with_proof(call, reply, timeout)
 
-    def _with_proof(self, call: Call, reply: Reply) -> Reply:
-        """`?wait=proof`: hold the response until a checkpoint covers the event (bounded)."""
+    def _with_proof(self, call: Call, reply: Reply, timeout: float) -> Reply:
+        """`?wait=proof`: hold the response until a checkpoint covers the event (bounded).
+        The event is already committed: a failure while waiting still answers 201, pending."""
         assert self.prove is not None and reply.raw is not None and call.tenant is not None
-        timeout = _timeout(call)
         data = json.loads(reply.raw)["data"]
-        ev = self.store.get_event(tenant=call.tenant, event_id=data["id"])
-        result = self.prove.wait_for_bundle(ev, timeout)
+        try:
+            ev = self.store.get_event(tenant=call.tenant, event_id=data["id"])
+            result: Bundle | Pending = self.prove.wait_for_bundle(ev, timeout)
+        except Unavailable:
+            result = Pending(seq=data["seq"], size=0)
         sealed = not isinstance(result, Pending)
         data["proof_status"] = "sealed" if sealed else "pending"
         data["bundle"] = result.to_json() if not isinstance(result, Pending) else None

@@ -7,10 +7,11 @@ never change, so they carry long-lived cache headers; "latest" views are cached 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from proveniq import proof
@@ -33,6 +34,12 @@ SHORT = {"Cache-Control": "public, max-age=1"}
 MAX_WAIT_SECONDS = 30
 MAX_BATCH_PROOFS = 100
 MAX_PAGE = 200
+MAX_CLAIM_ENTRIES = 1000
+_DIGITS = re.compile(r"[0-9]{1,18}")
+_EVENT_ID = re.compile(r"evt_[0-9a-f]{32}")
+_EVENT_TYPE = re.compile(r"[a-z][a-z0-9_.]{0,100}")
+_SUBJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+VARY_ACCEPT = {"Vary": "Accept"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,11 @@ class ProofService:
             row = cur.fetchone()
             if row is None and tree_size is not None:
                 raise NotFound(f"no checkpoint of size {tree_size}")
+            if tree_size is not None and ev.entry.seq >= tree_size:
+                raise ValidationError(
+                    f"event seq {ev.entry.seq} is not in the tree of size {tree_size}",
+                    field="tree_size",
+                )
             if row is None or ev.entry.seq >= row[0]:
                 return Pending(seq=ev.entry.seq, size=0 if row is None else row[0])
             size, note = row
@@ -106,6 +118,9 @@ class ProofService:
             )
         out: list[dict[str, Any]] = []
         for eid in ids:
+            if not _EVENT_ID.fullmatch(eid):
+                out.append({"id": eid[:80], "status": "not_found"})
+                continue
             try:
                 ev = self.store.get_event(tenant=call.tenant, event_id=eid)
             except NotFound:
@@ -163,7 +178,7 @@ class ProofService:
                 if size_param is None
                 else f"no checkpoint of size {size_param}"
             )
-        headers = SHORT if size_param is None else IMMUTABLE
+        headers = {**(SHORT if size_param is None else IMMUTABLE), **VARY_ACCEPT}
         if "application/json" in (call.header("Accept") or ""):
             cp = Checkpoint.from_body(parse_note(row[1]).body)
             return Reply(
@@ -199,7 +214,7 @@ class ProofService:
             return Reply(
                 data=verifier_key_string(self.signer.name, self.signer.public_key),
                 content_type="text/plain; charset=utf-8",
-                headers={"Cache-Control": "public, max-age=3600"},
+                headers={"Cache-Control": "public, max-age=3600", **VARY_ACCEPT},
             )
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -210,7 +225,7 @@ class ProofService:
         return Reply(
             data=pem.decode(),
             content_type="application/x-pem-file",
-            headers={"Cache-Control": "public, max-age=3600"},
+            headers={"Cache-Control": "public, max-age=3600", **VARY_ACCEPT},
         )
 
     # ---- queries ------------------------------------------------------------------------
@@ -225,7 +240,6 @@ class ProofService:
         return Reply(data=event_view(ev))
 
     def list_events(self, call: Call) -> Reply:
-        args = call.request.args
         limit = _opt_int(call, "limit")
         limit = 50 if limit is None else limit
         if not 1 <= limit <= MAX_PAGE:
@@ -233,8 +247,8 @@ class ProofService:
         cursor = _opt_int(call, "cursor")
         page = self.store.list_events(
             tenant=call.tenant,
-            event_type=args.get("type"),
-            subject=args.get("subject"),
+            event_type=_opt_text(call, "type", _EVENT_TYPE),
+            subject=_opt_text(call, "subject", _SUBJECT),
             since=_opt_time(call, "since"),
             until=_opt_time(call, "until"),
             after_seq=cursor,
@@ -261,10 +275,16 @@ class ProofService:
         """Check every entry of a claim against the latest checkpoint (reference arch. §5)."""
         subject = call.params["subject"]
         events = self.store.list_events(
-            tenant=call.tenant, subject=subject, after_seq=None, limit=10_000
+            tenant=call.tenant, subject=subject, after_seq=None, limit=MAX_CLAIM_ENTRIES + 1
         )
         if not events:
             raise NotFound(f"no events for claim {subject}")
+        if len(events) > MAX_CLAIM_ENTRIES:
+            raise ValidationError(
+                f"claim has more than {MAX_CLAIM_ENTRIES} entries; verify it "
+                "page by page with /v1/proofs:batch",
+                field="id",
+            )
         results, bundles, pending = [], [], 0
         for ev in events:
             b = self.bundle(ev)
@@ -349,9 +369,16 @@ def _opt_int(call: Call, name: str) -> int | None:
     raw = call.request.args.get(name)
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 18:
-        raise ValidationError("must be a non-negative integer", field=name)
+    if not _DIGITS.fullmatch(raw):
+        raise ValidationError("must be a non-negative integer below 10^18", field=name)
     return int(raw)
+
+
+def _opt_text(call: Call, name: str, pattern: re.Pattern[str]) -> str | None:
+    raw = call.request.args.get(name)
+    if raw is not None and not pattern.fullmatch(raw):
+        raise ValidationError(f"malformed {name}", field=name)
+    return raw
 
 
 def _req_int(call: Call, name: str) -> int:
@@ -371,7 +398,10 @@ def _opt_time(call: Call, name: str) -> datetime | None:
         raise ValidationError("expected an RFC 3339 timestamp", field=name) from None
     if t.tzinfo is None:
         raise ValidationError("timestamp needs a UTC offset", field=name)
-    return t
+    try:
+        return t.astimezone(UTC)
+    except OverflowError:
+        raise ValidationError("timestamp out of range", field=name) from None
 
 
 def _json_object(body: bytes, allowed: set[str]) -> dict[str, Any]:

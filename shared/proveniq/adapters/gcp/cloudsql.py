@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from proveniq.db import Connect, set_nodelay
+from proveniq.db import Connect, prepare_connection
 from proveniq.settings import Settings
 
 _lock = threading.Lock()
@@ -27,7 +27,6 @@ def cloudsql_connector(settings: Settings) -> Connect:
 
                 _connector = Connector(refresh_strategy="lazy", enable_iam_auth=True)
         conn = _connector.connect(instance, "pg8000", user=settings.db_user, db=settings.db_name)
-        set_nodelay(conn)
-        return conn
+        return prepare_connection(conn)
 
     return connect

@@ -105,7 +105,10 @@ class PubSubPublisher:
     def _publish_once(
         self, path: str, messages: list[Message], deadline: float
     ) -> list[tuple[Message, BaseException]]:
-        client = self._get_client()
+        try:
+            client = self._get_client()
+        except Exception as e:  # credentials or configuration: the outbox sweep retries later
+            return [(m, e) for m in messages]
         sent: list[tuple[Message, futures.Future[str]]] = []
         failed: list[tuple[Message, BaseException]] = []
         for i, m in enumerate(messages):
