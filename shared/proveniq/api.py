@@ -8,9 +8,8 @@ from typing import Any
 
 from flask import Request, Response
 
-from proveniq.canonical import parse_strict
 from proveniq.errors import NotFound, ValidationError
-from proveniq.httpapi import Call, Reply, Route, serve
+from proveniq.httpapi import Call, Reply, Route, json_object, serve
 from proveniq.runtime import Runtime, runtime
 
 EVENT_ID = r"(?P<id>evt_[0-9a-f]{32})"
@@ -66,7 +65,7 @@ def proof_routes(rt: Runtime) -> list[Route]:
 
 def admin_routes(rt: Runtime) -> list[Route]:
     def create_partner(call: Call) -> Reply:
-        doc = _object(call.body, {"name", "tier"})
+        doc = json_object(call.body, {"name", "tier"})
         name = doc.get("name")
         if not isinstance(name, str) or not 1 <= len(name) <= 200 or not name.isprintable():
             raise ValidationError("name must be 1-200 printable characters", field="name")
@@ -80,7 +79,7 @@ def admin_routes(rt: Runtime) -> list[Route]:
         return Reply(data=partners, meta={"total": len(partners)})
 
     def create_key(call: Call) -> Reply:
-        doc = _object(call.body, {"partner_id", "role", "global_role", "label"})
+        doc = json_object(call.body, {"partner_id", "role", "global_role", "label"})
         for k in ("partner_id", "role", "global_role", "label"):
             v = doc.get(k)
             if v is not None and (not isinstance(v, str) or len(v) > 200 or not v.isprintable()):
@@ -137,13 +136,3 @@ def handle(request: Request, table: Any) -> Response:
 @functools.lru_cache(maxsize=32)
 def _routes(table: Any, rt: Runtime) -> list[Route]:
     return list(table(rt))
-
-
-def _object(body: bytes, allowed: set[str]) -> dict[str, Any]:
-    doc = parse_strict(body or b"{}")
-    if not isinstance(doc, dict):
-        raise ValidationError("request body must be a JSON object", field="body")
-    unknown = sorted(doc.keys() - allowed)
-    if unknown:
-        raise ValidationError(f"unknown fields: {', '.join(unknown)}", field=unknown[0])
-    return doc

@@ -38,7 +38,11 @@ class AuditReport:
 
 
 def audit(
-    cur: Any, verifiers: Sequence[NoteVerifier], *, progress: Callable[[str], None] | None = None
+    cur: Any,
+    verifiers: Sequence[NoteVerifier],
+    *,
+    origin: str | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> AuditReport:
     report = AuditReport()
     say = progress or (lambda _: None)
@@ -47,7 +51,7 @@ def audit(
     tree.write(integrate(tree.read, 0, leaves).new_nodes)
     say(f"rebuilt the tree of {len(leaves)} leaves")
     _nodes(cur, tree, len(leaves), report)
-    _checkpoints(cur, tree, len(leaves), verifiers, report)
+    _checkpoints(cur, tree, len(leaves), verifiers, report, origin)
     say(f"checked {report.nodes} stored nodes and {report.checkpoints} checkpoints")
     return report
 
@@ -107,6 +111,14 @@ def _nodes(cur: Any, tree: MemoryNodeStore, size: int, report: AuditReport) -> N
             stored[(level, idx)] = bytes(h)
         last = (rows[-1][0], rows[-1][1])
     report.nodes = len(stored)
+    cur.execute("SELECT coalesce(max(size), 0) FROM checkpoints")
+    (integrated,) = cur.fetchone()
+    for level in range(max(integrated, 1).bit_length()):
+        for idx in range(integrated >> level):  # every perfect subtree a seal must have stored
+            if (level, idx) not in stored:
+                report.problems.append(
+                    f"node ({level}, {idx}): missing; checkpoint {integrated} covers it"
+                )
     expected = tree.read(list(stored))
     for node_id, h in sorted(stored.items()):
         want = expected.get(node_id)
@@ -124,6 +136,7 @@ def _checkpoints(
     size: int,
     verifiers: Sequence[NoteVerifier],
     report: AuditReport,
+    origin: str | None,
 ) -> None:
     cur.execute("SELECT size, root, note FROM checkpoints ORDER BY size")
     rows = cur.fetchall()
@@ -136,6 +149,8 @@ def _checkpoints(
         except ProveniqError as e:
             report.problems.append(f"{where}: {e.message}")
             continue
+        if origin is not None and cp.origin != origin:
+            report.problems.append(f"{where}: origin {cp.origin!r}, expected {origin!r}")
         if cp.size != csize or cp.root_hash != bytes(croot):
             report.problems.append(
                 f"{where}: signed note says size {cp.size} root "

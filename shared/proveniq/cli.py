@@ -208,7 +208,12 @@ def audit(key_file: Path | None) -> None:
             ]
         with rt.pool.transaction() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            report = run_audit(cur, verifiers, progress=lambda m: click.echo(m, err=True))
+            report = run_audit(
+                cur,
+                verifiers,
+                origin=rt.settings.log_origin,
+                progress=lambda m: click.echo(m, err=True),
+            )
         if report.ok:
             click.echo(
                 f"OK: {report.entries} entries, {report.nodes} nodes, "

@@ -17,6 +17,7 @@ from typing import Any
 from flask import Request, Response
 
 from proveniq import rbac
+from proveniq.canonical import parse_strict
 from proveniq.errors import (
     InternalError,
     PayloadTooLarge,
@@ -195,3 +196,14 @@ class _MethodNotAllowed(ProveniqError):
 
 
 _ANONYMOUS = Principal(subject="anonymous", tenant=None, org_role=None)
+
+
+def json_object(body: bytes, allowed: set[str]) -> dict[str, Any]:
+    """A small JSON request object with only the `allowed` keys (strict parsing)."""
+    doc = parse_strict(body or b"{}")
+    if not isinstance(doc, dict):
+        raise ValidationError("request body must be a JSON object", field="body")
+    unknown = sorted(doc.keys() - allowed)
+    if unknown:
+        raise ValidationError(f"unknown fields: {', '.join(unknown)}", field=unknown[0])
+    return doc

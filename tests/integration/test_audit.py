@@ -43,7 +43,14 @@ def change_char(s: str, rng: random.Random) -> str:
 
 def tamper(cur: Any, rng: random.Random, size: int) -> str:
     """Change one thing; return the text the audit's first problem must start with."""
-    kind = rng.choice(["event"] * 6 + ["node"] * 2 + ["checkpoint"] * 2)
+    kind = rng.choice(["event"] * 6 + ["node"] * 2 + ["checkpoint"] * 2 + ["node_gone"])
+    if kind == "node_gone":
+        cur.execute(
+            "DELETE FROM tree_nodes WHERE (level, idx) = (SELECT level, idx FROM "
+            "tree_nodes ORDER BY random() LIMIT 1) RETURNING level, idx"
+        )
+        level, idx = cur.fetchone()
+        return f"node ({level}, {idx}): missing"
     if kind == "event":
         seq = rng.randrange(size)
         col = rng.choice(EVENT_COLUMNS)

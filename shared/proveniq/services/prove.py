@@ -21,7 +21,7 @@ from proveniq.checkpoint import Checkpoint
 from proveniq.db import Pool
 from proveniq.entry import hex32
 from proveniq.errors import NotFound, ValidationError, VerificationError
-from proveniq.httpapi import Call, Reply
+from proveniq.httpapi import Call, Reply, json_object
 from proveniq.note import parse_note
 from proveniq.services.seal import read_nodes
 from proveniq.signer import Signer, verifier_key_string
@@ -106,7 +106,7 @@ class ProofService:
         return bundle_reply(result, pinned=pinned is not None)
 
     def proofs_batch(self, call: Call) -> Reply:
-        doc = _json_object(call.body, {"ids"})
+        doc = json_object(call.body, {"ids"})
         ids = doc.get("ids")
         if (
             not isinstance(ids, list)
@@ -402,13 +402,3 @@ def _opt_time(call: Call, name: str) -> datetime | None:
         return t.astimezone(UTC)
     except OverflowError:
         raise ValidationError("timestamp out of range", field=name) from None
-
-
-def _json_object(body: bytes, allowed: set[str]) -> dict[str, Any]:
-    doc = parse_strict(body or b"{}")
-    if not isinstance(doc, dict):
-        raise ValidationError("request body must be a JSON object", field="body")
-    unknown = sorted(doc.keys() - allowed)
-    if unknown:
-        raise ValidationError(f"unknown fields: {', '.join(unknown)}", field=unknown[0])
-    return doc
