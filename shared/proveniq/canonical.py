@@ -20,9 +20,14 @@ from proveniq.errors import ValidationError
 MAX_SAFE_INTEGER = 2**53 - 1
 
 
-def canonicalize(value: Any, *, field: str = "") -> bytes:
-    """Return the RFC 8785 canonical UTF-8 bytes of `value` or raise ValidationError."""
-    check_representable(value, field=field)
+def canonicalize(value: Any, *, field: str = "", checked: bool = False) -> bytes:
+    """Return the RFC 8785 canonical UTF-8 bytes of `value` or raise ValidationError.
+
+    `checked=True` skips the field-naming walk for values already walked (a body that went
+    through `parse_strict`); `rfc8785` itself still refuses anything it cannot represent.
+    """
+    if not checked:
+        check_representable(value, field=field)
     try:
         return rfc8785.dumps(value)
     except rfc8785.CanonicalizationError as e:  # pragma: no cover - the walk above is stricter

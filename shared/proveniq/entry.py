@@ -144,15 +144,17 @@ class LeafTemplate:
         payload_hash: bytes,
         occurred_at: datetime | None,
     ) -> LeafTemplate:
+        # Plain strings of known shape: rfc8785 itself refuses anything it cannot encode.
         head = canonicalize(
             {
                 "id": id,
                 "occurred_at": format_time(occurred_at) if occurred_at else None,
                 "payload_hash": payload_hash.hex(),
-            }
+            },
+            checked=True,
         )
         tail = canonicalize(
-            {"subject": subject, "tenant": tenant, "type": type, "v": ENTRY_VERSION}
+            {"subject": subject, "tenant": tenant, "type": type, "v": ENTRY_VERSION}, checked=True
         )
         return cls(head=head[:-1] + b",", tail=b"," + tail[1:])
 

@@ -84,7 +84,7 @@ def parse_batch(raw: bytes) -> list[Prepared]:
 
 def prepare(sub: EventSubmission, *, field: str) -> Prepared:
     _check_shape(sub.payload, f"{field}payload", depth=1)
-    payload = canonicalize(sub.payload, field=f"{field}payload")
+    payload = canonicalize(sub.payload, field=f"{field}payload", checked=True)  # parse_strict
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise PayloadTooLarge(
             f"{field}payload is {len(payload)} bytes canonical; the limit is {MAX_PAYLOAD_BYTES}"
