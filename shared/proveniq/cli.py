@@ -203,9 +203,7 @@ def audit(key_file: Path | None) -> None:
                 )
             ]
         else:
-            verifiers = [
-                NoteVerifier.from_public_key(name=rt.signer.name, public_key=rt.signer.public_key)
-            ]
+            verifiers = rt.verifiers()
         with rt.pool.transaction() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             report = run_audit(

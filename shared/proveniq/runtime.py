@@ -19,6 +19,7 @@ from proveniq.auth import Authenticator
 from proveniq.db import Pool
 from proveniq.errors import NotFound, ValidationError
 from proveniq.httpapi import Edge
+from proveniq.note import NoteVerifier
 from proveniq.ports import IdentityVerifier, Principal, Publisher
 from proveniq.ratelimit import RateLimiter
 from proveniq.services.append import AppendService
@@ -44,7 +45,8 @@ class Runtime(Edge):
     publisher: Publisher
     relay: Relay
     append: AppendService
-    signer: Signer
+    signer: Signer  # the primary key, served as the log's public key
+    signers: list[Signer]
     sealer: Sealer
     prove: ProofService
     _tiers: TTLCache[str, str | None] = field(
@@ -64,6 +66,11 @@ class Runtime(Edge):
             bucket, tier = principal.subject, principal.tier
         budget = self.limiter.take(bucket=bucket, tier=tier)
         return budget.headers() if budget else {}
+
+    def verifiers(self) -> list[NoteVerifier]:
+        return [
+            NoteVerifier.from_public_key(name=s.name, public_key=s.public_key) for s in self.signers
+        ]
 
     def check_tenant(self, tenant: str) -> None:
         if self._tier(tenant) is None:
@@ -89,8 +96,8 @@ def build(settings: Settings, *, publisher: Publisher | None = None) -> Runtime:
     accounts = Accounts(pool)
     pub = publisher or _publisher(settings)
     relay = Relay(store=store, publisher=pub, topic=settings.pubsub_topic)
-    signer = _signer(settings)
-    prove = ProofService(pool=pool, store=store, signer=signer)
+    signers = _signers(settings)
+    prove = ProofService(pool=pool, store=store, signers=signers)
     return Runtime(
         settings=settings,
         pool=pool,
@@ -101,8 +108,9 @@ def build(settings: Settings, *, publisher: Publisher | None = None) -> Runtime:
         publisher=pub,
         relay=relay,
         append=AppendService(store=store, relay=relay, prove=prove),
-        signer=signer,
-        sealer=Sealer(pool=pool, signers=[signer], origin=settings.log_origin),
+        signer=signers[0],
+        signers=signers,
+        sealer=Sealer(pool=pool, signers=signers, origin=settings.log_origin),
         prove=prove,
     )
 
@@ -167,18 +175,21 @@ def _publisher(settings: Settings) -> Publisher:
     return InProcessBus()
 
 
-def _signer(settings: Settings) -> Signer:
+def _signers(settings: Settings) -> list[Signer]:
+    """Every configured key signs each checkpoint (key rotation); the first is the primary."""
     if settings.backend == "gcp":
         from proveniq.adapters.gcp.kms import KmsSigner
 
-        if not settings.kms_key_version:
+        if not settings.kms_key_versions:
             raise ValidationError(
                 "required when PROVENIQ_BACKEND=gcp", field="PROVENIQ_KMS_KEY_VERSION"
             )
-        return KmsSigner(name=settings.log_origin, key_version=settings.kms_key_version)
+        return [
+            KmsSigner(name=settings.log_origin, key_version=v) for v in settings.kms_key_versions
+        ]
     from proveniq.adapters.local.keyfile import load_or_create_signer
 
-    return load_or_create_signer(settings.signing_key_path, name=settings.log_origin)
+    return [load_or_create_signer(p, name=settings.log_origin) for p in settings.signing_key_paths]
 
 
 def _identity(settings: Settings) -> IdentityVerifier | None:

@@ -6,8 +6,11 @@ Adapters are chosen here (`backend`), never by "if testing" elsewhere.
     PROVENIQ_STATE_DIR        local state folder (embedded PostgreSQL data, keys)   [.proveniq]
     PROVENIQ_DATABASE_URL     postgresql://user@host:port/db, or unset for the embedded server
     PROVENIQ_LOG_ORIGIN       the log's C2SP origin line       [proveniq.local/ledger]
-    PROVENIQ_SIGNING_KEY_FILE local Ed25519 key (PKCS#8 PEM)   [<state>/keys/log-signing-key.pem]
-    PROVENIQ_KMS_KEY_VERSION  projects/../cryptoKeyVersions/N  (gcp)
+    PROVENIQ_SIGNING_KEY_FILE local Ed25519 key(s) (PKCS#8 PEM), comma-separated; every key signs
+                              each checkpoint, the first is the one served as the log's key
+                                                                [<state>/keys/log-signing-key.pem]
+    PROVENIQ_KMS_KEY_VERSION  projects/../cryptoKeyVersions/N (gcp), comma-separated for key
+                              rotation: all sign, the first is served as the log's key
     PROVENIQ_CLOUDSQL_INSTANCE project:region:instance         (gcp)
     PROVENIQ_DB_USER / PROVENIQ_DB_NAME                         (gcp; IAM database user)
     PROVENIQ_PUBSUB_TOPIC     ledger-events topic id            [ledger-events]
@@ -52,8 +55,14 @@ class Settings:
     port: int = 8080
 
     @property
-    def signing_key_path(self) -> Path:
-        return self.signing_key_file or self.state_dir / "keys" / "log-signing-key.pem"
+    def signing_key_paths(self) -> tuple[Path, ...]:
+        if self.signing_key_file is None:
+            return (self.state_dir / "keys" / "log-signing-key.pem",)
+        return tuple(Path(p.strip()) for p in str(self.signing_key_file).split(",") if p.strip())
+
+    @property
+    def kms_key_versions(self) -> tuple[str, ...]:
+        return tuple(v.strip() for v in (self.kms_key_version or "").split(",") if v.strip())
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

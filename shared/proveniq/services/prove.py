@@ -15,16 +15,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from proveniq import proof
-from proveniq.bundle import Bundle, verifiers_for, verify_bundle
+from proveniq.bundle import Bundle, verify_bundle
 from proveniq.canonical import parse_strict
 from proveniq.checkpoint import Checkpoint
 from proveniq.db import Pool
 from proveniq.entry import hex32
 from proveniq.errors import NotFound, ValidationError, VerificationError
 from proveniq.httpapi import Call, Reply, json_object
-from proveniq.note import parse_note
+from proveniq.note import NoteVerifier, parse_note
 from proveniq.services.seal import read_nodes
-from proveniq.signer import Signer, verifier_key_string
+from proveniq.signer import Signer
 from proveniq.store import LedgerStore, StoredEvent
 from proveniq.timefmt import format_time
 
@@ -51,10 +51,13 @@ class Pending:
 
 
 class ProofService:
-    def __init__(self, *, pool: Pool, store: LedgerStore, signer: Signer) -> None:
+    def __init__(self, *, pool: Pool, store: LedgerStore, signers: Sequence[Signer]) -> None:
         self.pool = pool
         self.store = store
-        self.signer = signer
+        self.signer = signers[0]  # the primary: served as the log's key
+        self.verifiers = [
+            NoteVerifier.from_public_key(name=s.name, public_key=s.public_key) for s in signers
+        ]
 
     # ---- bundles ------------------------------------------------------------------------
 
@@ -138,9 +141,7 @@ class ProofService:
         doc = parse_strict(call.body)
         bundle = Bundle.from_json(doc.get("bundle", doc) if isinstance(doc, dict) else doc)
         try:
-            verdict = verify_bundle(
-                bundle, verifiers_for(bundle.checkpoint, self.signer.public_key, self.signer.name)
-            )
+            verdict = verify_bundle(bundle, self.verifiers)
         except VerificationError as e:
             return Reply(
                 data={
@@ -212,7 +213,7 @@ class ProofService:
     def public_key(self, call: Call) -> Reply:
         if "text/plain" in (call.header("Accept") or ""):
             return Reply(
-                data=verifier_key_string(self.signer.name, self.signer.public_key),
+                data="\n".join(v.key_string() for v in self.verifiers) + "\n",
                 content_type="text/plain; charset=utf-8",
                 headers={"Cache-Control": "public, max-age=3600", **VARY_ACCEPT},
             )
@@ -293,9 +294,7 @@ class ProofService:
                 results.append({"id": ev.entry.id, "seq": ev.entry.seq, "status": "pending"})
                 continue
             try:
-                verify_bundle(
-                    b, verifiers_for(b.checkpoint, self.signer.public_key, self.signer.name)
-                )
+                verify_bundle(b, self.verifiers)
                 results.append({"id": ev.entry.id, "seq": ev.entry.seq, "status": "verified"})
             except VerificationError as e:
                 results.append(

@@ -1,0 +1,43 @@
+"""Key rotation: with two configured keys every checkpoint carries both signatures, each key
+alone verifies it, and the public-key endpoint lists both verifier keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from proveniq.checkpoint import open_checkpoint
+from proveniq.note import NoteVerifier, parse_note
+from proveniq.runtime import build
+from proveniq.settings import Settings
+from proveniq.submission import parse_single
+
+
+def test_two_keys_both_sign_every_checkpoint(database: str, pg_server: Any, tmp_path: Path) -> None:
+    old, new = tmp_path / "old.pem", tmp_path / "new.pem"
+    settings = Settings(
+        database_url=pg_server.url(user="proveniq_app", database=database),
+        signing_key_file=Path(f"{old},{new}"),
+        state_dir=tmp_path,
+    )
+    rt = build(settings)
+    try:
+        items = [
+            (f"evt_{i:032x}", parse_single(b'{"type":"claim.created","subject":"c"}'))
+            for i in range(3)
+        ]
+        rt.store.append(tenant="prt_x", actor="test", items=items)
+        sealed = rt.sealer.seal()
+        assert sealed is not None
+        note = parse_note(sealed.note)
+        assert len(note.signatures) == 2
+        assert [s.name for s in rt.signers] == [settings.log_origin] * 2
+        for signer in rt.signers:  # either key alone is enough for a verifier
+            cp, opened = open_checkpoint(
+                sealed.note,
+                [NoteVerifier.from_public_key(name=signer.name, public_key=signer.public_key)],
+            )
+            assert cp.size == 3 and len(opened.verified_by) == 1
+        assert len(rt.prove.verifiers) == 2
+    finally:
+        rt.pool.dispose()
