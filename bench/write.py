@@ -410,19 +410,21 @@ class Clients:
         self.proc.start()
         child.close()
 
-    def run(self, job: dict[str, Any], postmaster: int) -> tuple[dict[str, Any], float, float]:
-        """Returns the client's result, the server process's and PostgreSQL's CPU seconds."""
+    def run(
+        self, job: dict[str, Any], postmaster: int, server_cpu: Callable[[], float]
+    ) -> tuple[dict[str, Any], float, float]:
+        """Returns the client's result, the server processes' and PostgreSQL's CPU seconds."""
         self.pipe.send(job)
         msg = self.pipe.recv()
         if msg[0] != "ready":
             raise RuntimeError(f"HTTP clients failed: {msg[1]}")
-        s0 = sample(postmaster)
+        s0, c0 = sample(postmaster), server_cpu()
         self.pipe.send("go")
         msg = self.pipe.recv()
-        s1 = sample(postmaster)
+        s1, c1 = sample(postmaster), server_cpu()
         if msg[0] != "done":
             raise RuntimeError(f"HTTP clients failed: {msg[1]}")
-        return msg[1], s1.self_cpu - s0.self_cpu, s1.pg_cpu - s0.pg_cpu
+        return msg[1], c1 - c0, s1.pg_cpu - s0.pg_cpu
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -475,9 +477,87 @@ class Stack:
         self.server.server_close()
         self.release()
 
+    @staticmethod
+    def server_cpu() -> float:
+        return self_cpu()
+
+
+class ProcessStack:
+    """`proveniq serve --workers N` (gunicorn, N server processes) on a database per section;
+    its CPU is that of the whole process tree."""
+
+    def __init__(self, pg: Database, state_dir: Path, workers: int) -> None:
+        self.pg = pg
+        self.state_dir = state_dir
+        self.workers = workers
+        self.proc: Any = None
+        self.port = 0
+
+    def use(self, db: str) -> str:
+        from proveniq.runtime import release_runtime, runtime
+
+        self.stop()
+        os.environ["PROVENIQ_DATABASE_URL"] = self.pg.url(db)
+        accounts = runtime().accounts
+        partner = accounts.create_partner(name=f"bench {db}", tier="internal")
+        key, _ = accounts.create_key(partner_id=partner.id, org_role="MEMBER", label="bench")
+        release_runtime()
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        env = {
+            **os.environ,
+            "PROVENIQ_DATABASE_URL": self.pg.url(db),
+            "PROVENIQ_STATE_DIR": str(self.state_dir / f"serve-{db}"),
+            "PROVENIQ_POOL_SIZE": "16",
+            "PROVENIQ_SEAL_INTERVAL_MS": "3600000",
+        }
+        import subprocess
+
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "proveniq.cli",
+                "serve",
+                "--workers",
+                str(self.workers),
+                "--port",
+                str(self.port),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", "/ready")
+                if conn.getresponse().status == 200:
+                    return key.secret
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("proveniq serve --workers did not become ready")
+
+    def server_cpu(self) -> float:
+        return pg_cpu(self.proc.pid) if self.proc is not None else 0.0
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except Exception:
+                self.proc.kill()
+            self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+
 
 def http_run(
-    stack: Stack,
+    stack: Stack | ProcessStack,
     clients: Clients,
     key: str,
     *,
@@ -498,7 +578,7 @@ def http_run(
         "batch": batch,
         "tag": tag,
     }
-    result, server_cpu, pg_seconds = clients.run(job, stack.pg.postmaster)
+    result, server_cpu, pg_seconds = clients.run(job, stack.pg.postmaster, stack.server_cpu)
     wall = result["seconds"]
     return Row(
         section=section,
@@ -605,7 +685,12 @@ def report(
     )
     print(
         f"events per single-event row: {args.events:,}; per batch row: {args.batch_events:,}; "
-        "HTTP: werkzeug threaded server, PROVENIQ_POOL_SIZE=32, internal tier (no rate limit)"
+        + (
+            "HTTP: werkzeug threaded server (one process), PROVENIQ_POOL_SIZE=32"
+            if args.workers == 1
+            else f"HTTP: proveniq serve --workers {args.workers} (gunicorn gthread), pool 16 each"
+        )
+        + ", internal tier (no rate limit)"
     )
     print(f"load average (1 min) at start {args.load_start:.2f}, at end {os.getloadavg()[0]:.2f}\n")
     head = (
@@ -686,7 +771,9 @@ def run(args: argparse.Namespace, pg: Database, state_dir: Path) -> None:
         log(f"    {c:>2} threads: {row.rate:,.0f} tx/s")
 
     log("starting the local stack over HTTP")
-    stack = Stack(pg, state_dir)
+    stack: Stack | ProcessStack = (
+        Stack(pg, state_dir) if args.workers == 1 else ProcessStack(pg, state_dir, args.workers)
+    )
     clients = Clients()
     try:
         log(f"(b) POST /v1/events: {n:,} events at 1, 8, 32 clients")
@@ -777,6 +864,13 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=None, help="events per row of (a) and (b)")
     parser.add_argument("--batch-events", type=int, default=None, help="events per row of (c)")
     parser.add_argument("--quick", action="store_true", help="small counts (about 30 s)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes for (b) and (c): 1 = the in-process werkzeug "
+        "stack, N > 1 = `proveniq serve --workers N`",
+    )
     args = parser.parse_args()
     if args.events is None:
         args.events = 800 if args.quick else 10_000

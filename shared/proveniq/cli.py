@@ -117,7 +117,14 @@ def demo(out_dir: Path, entries: int) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=None, help="Gateway port (default $PORT or 8080).")
-def serve(host: str, port: int | None) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Server processes (more than 1 uses gunicorn; one interpreter is GIL-bound).",
+)
+def serve(host: str, port: int | None, workers: int) -> None:
     """Run the whole system locally: embedded PostgreSQL, functions, gateway, bus."""
     import dataclasses
 
@@ -128,7 +135,7 @@ def serve(host: str, port: int | None) -> None:
     if port is not None:
         settings = dataclasses.replace(settings, port=port)
     with _reporting():
-        localstack.run(settings, host=host, echo=click.echo)
+        localstack.run(settings, host=host, echo=click.echo, workers=workers)
 
 
 @main.group()

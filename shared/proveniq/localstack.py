@@ -193,7 +193,7 @@ class AccessLog(WSGIRequestHandler):
         )
 
 
-def run(settings: Settings, *, host: str, echo: Callable[[str], None]) -> None:
+def run(settings: Settings, *, host: str, echo: Callable[[str], None], workers: int = 1) -> None:
     from werkzeug.serving import make_server
 
     from proveniq import logs
@@ -201,6 +201,9 @@ def run(settings: Settings, *, host: str, echo: Callable[[str], None]) -> None:
     logs.setup()
     settings = prepare(settings)
     bootstrap(settings, echo)
+    if workers > 1:
+        run_workers(settings, host=host, echo=echo, workers=workers)
+        return
     apps = build_apps()
     stop = threading.Event()
     threads = start_background(stop, apps)
@@ -221,6 +224,77 @@ def run(settings: Settings, *, host: str, echo: Callable[[str], None]) -> None:
         for t in threads:
             t.join(timeout=5)
         shutdown(settings)
+
+
+def run_workers(
+    settings: Settings, *, host: str, echo: Callable[[str], None], workers: int
+) -> None:
+    """Several server processes (gunicorn, threaded workers) share the port, so more than one
+    interpreter serves requests; the seal timer and outbox sweep run in one extra process.
+    Each process has its own runtime and connection pool, built after the fork."""
+    import multiprocessing
+
+    from gunicorn.app.base import BaseApplication
+
+    from proveniq.runtime import release_runtime
+
+    release_runtime()  # no connection may cross a fork
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    background = ctx.Process(target=_background_main, args=(stop,), name="proveniq-background")
+    background.start()
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in {
+                "bind": f"{host}:{settings.port}",
+                "workers": workers,
+                "worker_class": "gthread",
+                "threads": 16,
+                "timeout": 120,
+                "graceful_timeout": 10,
+                "accesslog": None,
+                "loglevel": "warning",
+            }.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Callable[..., Any]:
+            return gateway(build_apps())
+
+    echo(
+        f"Proveniq Ledger local stack on http://{host}:{settings.port} ({workers} server "
+        "processes); Ctrl-C stops it"
+    )
+    master = os.getpid()
+    try:
+        Server().run()
+    except SystemExit as e:
+        if os.getpid() != master:  # a forked worker finishing: leave without the master's cleanup
+            os._exit(e.code if isinstance(e.code, int) else 0)
+    echo("stopping...")
+    stop.set()
+    background.join(timeout=15)
+    if background.is_alive():
+        background.terminate()
+    shutdown(settings)
+
+
+def _background_main(stop: Any) -> None:
+    """The seal timer and the outbox sweep, in their own process (multi-worker mode)."""
+    import signal
+
+    from proveniq import logs
+    from proveniq.runtime import release_runtime
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    logs.setup()
+    local_stop = threading.Event()
+    threads = start_background(local_stop, build_apps())
+    stop.wait()
+    local_stop.set()
+    for t in threads:
+        t.join(timeout=5)
+    release_runtime()
 
 
 def shutdown(settings: Settings) -> None:

@@ -29,15 +29,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def local_stack() -> Iterator[dict[str, Any]]:
+@pytest.fixture(scope="module", params=[1, 2], ids=["one-process", "two-workers"])
+def local_stack(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     state = Path(tempfile.mkdtemp(prefix="pvq-e2e-", dir="/tmp"))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROVENIQ_")}
     env.update(PROVENIQ_STATE_DIR=str(state), PROVENIQ_SEAL_INTERVAL_MS="200")
     log = (state / "stack.log").open("wb")
     proc = subprocess.Popen(
-        [*CLI, "serve", "--port", str(port)],
+        [*CLI, "serve", "--port", str(port), "--workers", str(request.param)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
