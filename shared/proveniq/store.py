@@ -267,25 +267,30 @@ class LedgerStore:
             )
 
 
+def _row(e: Entry, payload: bytes, actor: str) -> tuple[Any, ...]:
+    """One events row, in EVENT_COLUMNS order."""
+    return (
+        e.seq,
+        e.id,
+        e.tenant,
+        e.type,
+        e.subject,
+        e.payload_hash,
+        payload,
+        e.occurred_at,
+        e.recorded_at,
+        e.prev,
+        e.leaf_hash(),
+        actor,
+    )
+
+
 def values_insert(cur: Any, entries: list[Entry], payloads: list[bytes], actor: str) -> None:
     """Small batches: one multi-row INSERT ... VALUES, outbox rows in the same statement."""
     rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(entries))
     params: list[Any] = []
     for e, payload in zip(entries, payloads, strict=True):
-        params += [
-            e.seq,
-            e.id,
-            e.tenant,
-            e.type,
-            e.subject,
-            e.payload_hash,
-            payload,
-            e.occurred_at,
-            e.recorded_at,
-            e.prev,
-            e.leaf_hash(),
-            actor,
-        ]
+        params += _row(e, payload, actor)
     cur.execute(
         f"WITH ev AS (INSERT INTO events ({EVENT_COLUMNS}) VALUES {rows} RETURNING seq) "  # noqa: S608
         "INSERT INTO outbox (seq) SELECT seq FROM ev",
@@ -298,20 +303,7 @@ def copy_insert(cur: Any, entries: list[Entry], payloads: list[bytes], actor: st
     and skips pg8000's per-execute rewrite of a long parameterised statement."""
     out = io.BytesIO()
     for e, payload in zip(entries, payloads, strict=True):
-        fields = (
-            e.seq,
-            e.id,
-            e.tenant,
-            e.type,
-            e.subject,
-            e.payload_hash,
-            payload,
-            e.occurred_at,
-            e.recorded_at,
-            e.prev,
-            e.leaf_hash(),
-            actor,
-        )
+        fields = _row(e, payload, actor)
         out.write(b"\t".join(_copy_field(v) for v in fields) + b"\n")
     cur.execute(f"COPY events ({EVENT_COLUMNS}) FROM STDIN", stream=io.BytesIO(out.getvalue()))
     cur.execute(
