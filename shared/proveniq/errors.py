@@ -11,6 +11,7 @@
     ├── AuthInvalid                    AUTH_INVALID      401
     ├── Forbidden                      FORBIDDEN         403
     ├── NotFound                       NOT_FOUND         404
+    ├── MethodNotAllowed               METHOD_NOT_ALLOWED 405
     ├── Conflict                       CONFLICT          409
     │   ├── IdempotencyConflict        IDEMPOTENCY_CONFLICT
     │   └── LifecycleConflict          INVALID_TRANSITION
@@ -121,6 +122,11 @@ class Forbidden(ProveniqError):
 class NotFound(ProveniqError):
     code = "NOT_FOUND"
     status = 404
+
+
+class MethodNotAllowed(ProveniqError):
+    code = "METHOD_NOT_ALLOWED"
+    status = 405
 
 
 class Conflict(ProveniqError):

@@ -20,6 +20,8 @@ from proveniq import rbac
 from proveniq.canonical import parse_strict
 from proveniq.errors import (
     InternalError,
+    MethodNotAllowed,
+    NotFound,
     PayloadTooLarge,
     ProveniqError,
     RateLimited,
@@ -169,8 +171,8 @@ def _route(routes: Sequence[Route], request: Request) -> tuple[Route, dict[str, 
         if re.fullmatch(r.pattern, path):
             methods.append(r.method)
     if methods:
-        raise _MethodNotAllowed(f"{request.method} is not allowed here; use {', '.join(methods)}")
-    raise _NoRoute(f"no route for {request.method} {path}")
+        raise MethodNotAllowed(f"{request.method} is not allowed here; use {', '.join(methods)}")
+    raise NotFound(f"no route for {request.method} {path}")
 
 
 def _body(request: Request, limit: int) -> bytes:
@@ -183,16 +185,6 @@ def _body(request: Request, limit: int) -> bytes:
     if data and ctype != "application/json":
         raise ValidationError("Content-Type must be application/json", field="Content-Type")
     return data
-
-
-class _NoRoute(ProveniqError):
-    code = "NOT_FOUND"
-    status = 404
-
-
-class _MethodNotAllowed(ProveniqError):
-    code = "METHOD_NOT_ALLOWED"
-    status = 405
 
 
 _ANONYMOUS = Principal(subject="anonymous", tenant=None, org_role=None)

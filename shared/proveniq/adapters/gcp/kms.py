@@ -138,15 +138,7 @@ class KmsSigner:
                 found=response.name,
             )
         signature = bytes(response.signature)
-        expected_crc = crc32c(signature)
-        found_crc = _wrapped_int(response.signature_crc32c)
-        if found_crc != expected_crc:
-            self._refuse(
-                "the signature's CRC32C does not match (corrupted in transit?)",
-                check="kms signature_crc32c",
-                expected=str(expected_crc),
-                found=str(found_crc),
-            )
+        self._check_crc(signature, response.signature_crc32c, "signature", "signature_crc32c")
         if len(signature) != SIGNATURE_SIZE:
             self._refuse(
                 f"KMS returned a {len(signature)}-byte signature, not {SIGNATURE_SIZE}",
@@ -189,15 +181,7 @@ class KmsSigner:
                 found=getattr(response.algorithm, "name", str(response.algorithm)),
             )
         pem = response.pem.encode()
-        expected_crc = crc32c(pem)
-        found_crc = _wrapped_int(response.pem_crc32c)
-        if found_crc != expected_crc:
-            self._refuse(
-                "the public key PEM's CRC32C does not match (corrupted in transit?)",
-                check="kms pem_crc32c",
-                expected=str(expected_crc),
-                found=str(found_crc),
-            )
+        self._check_crc(pem, response.pem_crc32c, "public key PEM", "pem_crc32c")
         try:
             key = load_pem_public_key(pem)
         except ValueError as e:
@@ -211,6 +195,17 @@ class KmsSigner:
                 check="kms public key",
             )
         return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    def _check_crc(self, data: bytes, field_value: object, what: str, field: str) -> None:
+        """Refuse a response whose CRC32C field does not match the bytes it came with."""
+        expected, found = crc32c(data), _wrapped_int(field_value)
+        if found != expected:
+            self._refuse(
+                f"the {what}'s CRC32C does not match (corrupted in transit?)",
+                check=f"kms {field}",
+                expected=str(expected),
+                found=str(found),
+            )
 
     def _refuse(self, reason: str, *, check: str, expected: str = "", found: str = "") -> NoReturn:
         raise SignatureError(
