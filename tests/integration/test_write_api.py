@@ -167,6 +167,10 @@ def test_health_and_ready_are_public(stack: Any) -> None:
     assert requests.get(stack.base + "/ready", timeout=10).status_code == 200
     r = requests.get(stack.base + "/nowhere", timeout=10)
     assert r.status_code == 404 and r.json()["success"] is False
+    r = requests.delete(
+        stack.base + "/v1/admin/partners", timeout=10, headers={"X-API-Key": stack.admin_key}
+    )
+    assert r.status_code == 405 and r.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
 
 
 def test_append_only_in_the_database(stack: Any) -> None:
