@@ -25,8 +25,8 @@ from typing import TypeVar
 
 from pymerkle import InmemoryTree
 
-from proveniq import merkle, proof
-from proveniq.integrate import MemoryNodeStore, integrate
+from proveniq.log import merkle, proof
+from proveniq.log.integrate import MemoryNodeStore, integrate
 
 T = TypeVar("T")
 

@@ -58,11 +58,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from proveniq.canonical import canonicalize
-from proveniq.chain import Draft, Tail, link
-from proveniq.integrate import fold_root
-from proveniq.merkle import node_hash
-from proveniq.timefmt import utcnow
+from proveniq.log.canonical import canonicalize
+from proveniq.log.chain import Draft, Tail, link
+from proveniq.log.integrate import fold_root
+from proveniq.log.merkle import node_hash
+from proveniq.log.timefmt import utcnow
 
 APP_ROLE = "proveniq_app"
 TEMPLATE = "bench_template"
@@ -204,8 +204,8 @@ class Database:
 
 
 def start_postgres(data_dir: Path) -> Database:
-    from proveniq import db
     from proveniq.adapters.local import postgres
+    from proveniq.adapters.postgres import pool as db
 
     server = postgres.start(data_dir)
     postgres.ensure_database(server, TEMPLATE)
@@ -231,7 +231,7 @@ class Stack:
     def __init__(self, pg: Database, state_dir: Path) -> None:
         from werkzeug.serving import make_server
 
-        from proveniq import localstack
+        from proveniq.app import localstack
 
         os.environ["PROVENIQ_BACKEND"] = "local"
         os.environ["PROVENIQ_STATE_DIR"] = str(state_dir)
@@ -245,7 +245,7 @@ class Stack:
         self.thread.start()
 
     def use(self, db: str) -> Tenant:
-        from proveniq.runtime import runtime
+        from proveniq.app.runtime import runtime
 
         self.release()
         os.environ["PROVENIQ_DATABASE_URL"] = self.pg.server.url(user=APP_ROLE, database=db)
@@ -257,7 +257,7 @@ class Stack:
 
     @staticmethod
     def release() -> None:
-        from proveniq.runtime import release_runtime
+        from proveniq.app.runtime import release_runtime
 
         release_runtime()
 
@@ -434,7 +434,7 @@ class SealResult:
 
 
 def seal_all(pg: Database, db: str, n: int) -> SealResult:
-    from proveniq.runtime import runtime
+    from proveniq.app.runtime import runtime
 
     sealer = runtime().sealer
     per_call: list[float] = []
@@ -626,8 +626,8 @@ class ProofResult:
 def prove(
     pg: Database, db: str, n: int, stack: Stack, clients: Clients, tenant: Tenant, args: Any
 ) -> ProofResult:
-    from proveniq.bundle import Bundle, verifiers_for, verify_bundle
-    from proveniq.runtime import runtime
+    from proveniq.app.runtime import runtime
+    from proveniq.log.bundle import Bundle, verifiers_for, verify_bundle
 
     conc, limit = args.clients, args.proof_requests
     seqs = random.sample(range(n), min(n, limit + conc * 2))
@@ -678,7 +678,7 @@ class SealTimer(threading.Thread):
 
     def __init__(self, interval: float) -> None:
         super().__init__(name="seal-timer", daemon=True)
-        from proveniq.runtime import runtime
+        from proveniq.app.runtime import runtime
 
         self.pool = runtime().pool
         self.interval = interval
@@ -689,7 +689,7 @@ class SealTimer(threading.Thread):
         self.errors: list[BaseException] = []
 
     def run(self) -> None:
-        from proveniq.services.seal import seal_until_current
+        from proveniq.ledger.integration import seal_until_current
 
         while not self.stop_event.wait(self.interval):
             t = time.perf_counter()

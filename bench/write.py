@@ -50,12 +50,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from proveniq.canonical import canonicalize
-from proveniq.chain import Draft, Tail, link, verify_chain
-from proveniq.entry import Entry
+from proveniq.adapters.postgres.ledger import (
+    LEDGER_LOCK_KEY,
+    LedgerStore,
+    copy_insert,
+    values_insert,
+)
 from proveniq.errors import VerificationError
-from proveniq.store import LEDGER_LOCK_KEY, LedgerStore, copy_insert, values_insert
-from proveniq.timefmt import utcnow
+from proveniq.log.canonical import canonicalize
+from proveniq.log.chain import Draft, Tail, link, verify_chain
+from proveniq.log.entry import Entry
+from proveniq.log.timefmt import utcnow
 
 APP_ROLE = "proveniq_app"
 TEMPLATE = "bench_template"
@@ -192,8 +197,8 @@ class Database:
 
 
 def start_postgres(data_dir: Path) -> Database:
-    from proveniq import db
     from proveniq.adapters.local import postgres
+    from proveniq.adapters.postgres import pool as db
 
     server = postgres.start(data_dir)
     postgres.ensure_database(server, TEMPLATE)
@@ -441,7 +446,7 @@ class Stack:
     def __init__(self, pg: Database, state_dir: Path) -> None:
         from werkzeug.serving import make_server
 
-        from proveniq import localstack
+        from proveniq.app import localstack
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no per-request log lines
         os.environ["PROVENIQ_BACKEND"] = "local"
@@ -457,7 +462,7 @@ class Stack:
 
     def use(self, db: str) -> str:
         """Switch the runtime to `db`; create an internal-tier partner and a MEMBER key."""
-        from proveniq.runtime import runtime
+        from proveniq.app.runtime import runtime
 
         self.release()
         os.environ["PROVENIQ_DATABASE_URL"] = self.pg.url(db)
@@ -468,7 +473,7 @@ class Stack:
 
     @staticmethod
     def release() -> None:
-        from proveniq.runtime import release_runtime
+        from proveniq.app.runtime import release_runtime
 
         release_runtime()
 
@@ -494,7 +499,7 @@ class ProcessStack:
         self.port = 0
 
     def use(self, db: str) -> str:
-        from proveniq.runtime import release_runtime, runtime
+        from proveniq.app.runtime import release_runtime, runtime
 
         self.stop()
         os.environ["PROVENIQ_DATABASE_URL"] = self.pg.url(db)
@@ -518,7 +523,7 @@ class ProcessStack:
             [
                 sys.executable,
                 "-m",
-                "proveniq.cli",
+                "proveniq.app.cli",
                 "serve",
                 "--workers",
                 str(self.workers),

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in [args.role, *args.users]:
         quote_ident(name)  # refuse anything odd before connecting
 
-    from proveniq.db import url_connector
+    from proveniq.adapters.postgres.pool import url_connector
 
     grant(url_connector(url), args.role, args.users)
     print(f"granted {args.role} to {', '.join(args.users)}")

@@ -26,15 +26,15 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if k.startswith(ENV_PREFIXES):
             monkeypatch.delenv(k)
     yield
-    from proveniq.runtime import release_runtime
+    from proveniq.app.runtime import release_runtime
 
     release_runtime()
 
 
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from proveniq import db
     from proveniq.adapters.local import postgres
+    from proveniq.adapters.postgres import pool as db
 
     data = Path("/tmp") / f"proveniq-test-pg-{os.getpid()}"  # short: Unix socket path limit
     server = postgres.start(data)
@@ -83,8 +83,8 @@ def stack(
     """The local stack's gateway over real HTTP on 127.0.0.1, with two partners' keys."""
     from werkzeug.serving import make_server
 
-    from proveniq import localstack
-    from proveniq.runtime import release_runtime, runtime
+    from proveniq.app import localstack
+    from proveniq.app.runtime import release_runtime, runtime
 
     monkeypatch.setenv(
         "PROVENIQ_DATABASE_URL", pg_server.url(user="proveniq_app", database=database)

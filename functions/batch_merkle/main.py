@@ -3,7 +3,7 @@
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from proveniq.services.seal import seal_until_current
+from proveniq.ledger.integration import seal_until_current
 
 
 @functions_framework.cloud_event

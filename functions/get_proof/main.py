@@ -3,7 +3,7 @@
 import functions_framework
 from flask import Request, Response
 
-from proveniq import api
+from proveniq.edge import routes as api
 
 
 @functions_framework.http

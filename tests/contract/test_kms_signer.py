@@ -32,9 +32,9 @@ from google.cloud.kms_v1.types import (
 )
 
 from proveniq.adapters.gcp.kms import KmsSigner
-from proveniq.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint, with_timestamp
 from proveniq.errors import SignatureError, Unavailable
-from proveniq.note import NoteVerifier
+from proveniq.log.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint, with_timestamp
+from proveniq.log.note import NoteVerifier
 
 KEY_VERSION = (
     "projects/demo-proveniq/locations/europe-west1/keyRings/ledger/cryptoKeys/checkpoints/"

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-CLI = [sys.executable, "-m", "proveniq.cli"]
+CLI = [sys.executable, "-m", "proveniq.app.cli"]
 
 
 def free_port() -> int:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from proveniq.chain import Tail, verify_chain
-from proveniq.store import EVENT_COLUMNS, stored_event
+from proveniq.adapters.postgres.ledger import EVENT_COLUMNS, stored_event
+from proveniq.log.chain import Tail, verify_chain
 
 
 def check_log(conn: Any) -> list[bytes]:

@@ -10,10 +10,10 @@ from typing import Any
 import requests
 from click.testing import CliRunner
 
-from proveniq.audit import audit
-from proveniq.cli import main
-from proveniq.note import NoteVerifier
-from proveniq.runtime import runtime
+from proveniq.app.cli import main
+from proveniq.app.runtime import runtime
+from proveniq.ledger.audit import audit
+from proveniq.log.note import NoteVerifier
 
 EVENT_COLUMNS = [
     "id",
@@ -88,7 +88,7 @@ def tamper(cur: Any, rng: random.Random, size: int) -> str:
 
 
 def runtime_now() -> Any:
-    from proveniq.timefmt import utcnow
+    from proveniq.log.timefmt import utcnow
 
     return utcnow()
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import requests
 
-from proveniq import merkle
-from proveniq.entry import ZERO_HASH
+from proveniq.log import merkle
+from proveniq.log.entry import ZERO_HASH
 from tests.integration.ledger_check import check_log
 
 WRITERS = 32

@@ -22,9 +22,9 @@ import pytest
 import requests
 
 from proveniq.adapters.local.bus import InProcessBus
-from proveniq.db import Pool, url_connector
-from proveniq.services.relay import Relay
-from proveniq.store import LedgerStore
+from proveniq.adapters.postgres.ledger import LedgerStore
+from proveniq.adapters.postgres.pool import Pool, url_connector
+from proveniq.ledger.outbox import Relay
 from tests.integration.ledger_check import check_log
 
 ROUNDS = 20
@@ -39,7 +39,7 @@ def free_port() -> int:
 
 def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "proveniq.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "proveniq.app.cli", "serve", "--port", str(port)],
         env=env,
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,

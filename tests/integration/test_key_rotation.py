@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from proveniq.checkpoint import open_checkpoint
-from proveniq.note import NoteVerifier, parse_note
-from proveniq.runtime import build
+from proveniq.app.runtime import build
+from proveniq.ledger.submission import parse_single
+from proveniq.log.checkpoint import open_checkpoint
+from proveniq.log.note import NoteVerifier, parse_note
 from proveniq.settings import Settings
-from proveniq.submission import parse_single
 
 
 def test_two_keys_both_sign_every_checkpoint(database: str, pg_server: Any, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import requests
 
-from proveniq.runtime import runtime
+from proveniq.app.runtime import runtime
 
 
 def call(stack: Any, method: str, path: str, key: str, **kw: Any) -> requests.Response:

@@ -12,10 +12,10 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from proveniq import merkle, proof
-from proveniq.cli import main
-from proveniq.runtime import runtime
-from proveniq.services.seal import read_nodes
+from proveniq.app.cli import main
+from proveniq.app.runtime import runtime
+from proveniq.ledger.integration import read_nodes
+from proveniq.log import merkle, proof
 from tests.integration.ledger_check import check_log
 
 

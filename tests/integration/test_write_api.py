@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import requests
 
-from proveniq import merkle
-from proveniq.entry import ZERO_HASH
+from proveniq.log import merkle
+from proveniq.log.entry import ZERO_HASH
 
 
 def post(stack: Any, path: str, body: Any, key: str | None, **headers: str) -> requests.Response:

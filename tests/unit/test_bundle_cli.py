@@ -10,16 +10,16 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from proveniq import proof
 from proveniq.adapters.local.keyfile import write_public_key_pem
-from proveniq.bundle import Bundle
-from proveniq.canonical import sha256_canonical
-from proveniq.chain import Draft, Tail, link
-from proveniq.checkpoint import Checkpoint, sign_checkpoint
-from proveniq.cli import main
-from proveniq.integrate import MemoryNodeStore, integrate
-from proveniq.signer import Ed25519Signer, verifier_key_string
-from proveniq.timefmt import utcnow
+from proveniq.app.cli import main
+from proveniq.log import proof
+from proveniq.log.bundle import Bundle
+from proveniq.log.canonical import sha256_canonical
+from proveniq.log.chain import Draft, Tail, link
+from proveniq.log.checkpoint import Checkpoint, sign_checkpoint
+from proveniq.log.integrate import MemoryNodeStore, integrate
+from proveniq.log.signer import Ed25519Signer, verifier_key_string
+from proveniq.log.timefmt import utcnow
 
 ORIGIN = "test.proveniq/log"
 

@@ -12,7 +12,7 @@ import pytest
 from cloudevents.http import CloudEvent
 
 from proveniq.adapters.local.bus import InProcessBus
-from proveniq.cloudevents import (
+from proveniq.edge.cloudevents import (
     PUBSUB_MESSAGE_PUBLISHED,
     pubsub_delivery_from_cloud_event,
     pubsub_event,

@@ -1,7 +1,7 @@
 import pytest
 
-from proveniq.canonical import canonicalize, parse_strict
 from proveniq.errors import ValidationError
+from proveniq.log.canonical import canonicalize, parse_strict
 
 
 def test_rfc8785_key_order_and_number_forms() -> None:

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from proveniq.chain import Draft, Tail, link, verify_chain
-from proveniq.entry import ZERO_HASH, Entry
 from proveniq.errors import ValidationError, VerificationError
-from proveniq.timefmt import format_time
+from proveniq.log.chain import Draft, Tail, link, verify_chain
+from proveniq.log.entry import ZERO_HASH, Entry
+from proveniq.log.timefmt import format_time
 
 T = datetime(2026, 11, 24, 3, 0, 0, 123456, tzinfo=UTC)
 

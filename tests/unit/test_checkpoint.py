@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proveniq.checkpoint import (
+from proveniq.errors import FormatError, SignatureError, VerificationError
+from proveniq.log.checkpoint import (
     MAX_SIZE,
     Checkpoint,
     open_checkpoint,
@@ -16,9 +17,8 @@ from proveniq.checkpoint import (
     sign_checkpoint,
     with_timestamp,
 )
-from proveniq.errors import FormatError, SignatureError, VerificationError
-from proveniq.note import NoteVerifier, format_note, parse_note, sign_note
-from proveniq.signer import Ed25519Signer
+from proveniq.log.note import NoteVerifier, format_note, parse_note, sign_note
+from proveniq.log.signer import Ed25519Signer
 
 ORIGIN = "ledger.proveniq.example/log"
 ROOT = bytes(range(32))

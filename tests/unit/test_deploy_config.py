@@ -415,7 +415,7 @@ def route_template(pattern: str) -> str:
 
 def route_table(directory: str) -> set[tuple[str, str]]:
     """The (METHOD, template) routes a gateway-backed HTTP function serves (proveniq.api)."""
-    from proveniq import api
+    from proveniq.edge import routes as api
 
     source = (ROOT / "functions" / directory / "main.py").read_text()
     m = re.search(r"api\.(\w+_routes)\b", source)
@@ -659,7 +659,7 @@ def test_openapi_covers_every_route_of_the_gateway_functions() -> None:
 
 
 def test_openapi_agrees_with_the_local_gateway() -> None:
-    from proveniq.localstack import GATEWAY
+    from proveniq.app.localstack import GATEWAY
 
     for (method, template), (_, directory) in operations().items():
         path = template.replace("{}", "x1")

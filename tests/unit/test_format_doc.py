@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from proveniq import merkle
-from proveniq.bundle import Bundle
-from proveniq.canonical import canonicalize, sha256_canonical
-from proveniq.chain import Draft, Tail, link, verify_chain
-from proveniq.checkpoint import Checkpoint, sign_checkpoint, with_timestamp
-from proveniq.cli import main
-from proveniq.entry import Entry
-from proveniq.signer import Ed25519Signer, verifier_key_string
+from proveniq.app.cli import main
+from proveniq.log import merkle
+from proveniq.log.bundle import Bundle
+from proveniq.log.canonical import canonicalize, sha256_canonical
+from proveniq.log.chain import Draft, Tail, link, verify_chain
+from proveniq.log.checkpoint import Checkpoint, sign_checkpoint, with_timestamp
+from proveniq.log.entry import Entry
+from proveniq.log.signer import Ed25519Signer, verifier_key_string
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "FORMAT.md"
 ORIGIN = "example.proveniq/log"

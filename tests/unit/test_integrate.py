@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proveniq import merkle, proof
 from proveniq.errors import FormatError, InternalError, ValidationError
-from proveniq.integrate import (
+from proveniq.log import merkle, proof
+from proveniq.log.integrate import (
     Integration,
     MemoryNodeStore,
     NodeId,

@@ -24,8 +24,8 @@ from proveniq.adapters.local.keyfile import (
     write_public_key_pem,
 )
 from proveniq.errors import FormatError
-from proveniq.note import open_note, sign_note
-from proveniq.signer import verifier_key_string
+from proveniq.log.note import open_note, sign_note
+from proveniq.log.signer import verifier_key_string
 
 NAME = "ledger.proveniq.example/log"
 SPEC_VKEY = "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k"

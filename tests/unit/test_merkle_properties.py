@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proveniq import merkle
 from proveniq.errors import ConsistencyProofError, InclusionProofError
+from proveniq.log import merkle
 
 N = 3000
 LEAVES = [merkle.leaf_hash(i.to_bytes(4, "big")) for i in range(N)]

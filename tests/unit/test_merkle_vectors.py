@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from proveniq import merkle
 from proveniq.errors import ConsistencyProofError, InclusionProofError
+from proveniq.log import merkle
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "rfc6962"
 

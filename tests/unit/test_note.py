@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proveniq.errors import FormatError, SignatureError, ValidationError
-from proveniq.note import (
+from proveniq.log.note import (
     MAX_SIGNATURES,
     Note,
     NoteSignature,
@@ -20,7 +20,7 @@ from proveniq.note import (
     parse_note,
     sign_note,
 )
-from proveniq.signer import Ed25519Signer, note_key_id, verifier_key_string
+from proveniq.log.signer import Ed25519Signer, note_key_id, verifier_key_string
 
 EM = "\u2014"
 

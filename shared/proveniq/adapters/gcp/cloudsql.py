@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from proveniq.db import Connect, prepare_connection
+from proveniq.adapters.postgres.pool import Connect, prepare_connection
 from proveniq.settings import Settings
 
 _lock = threading.Lock()

@@ -38,7 +38,7 @@ from google.api_core import retry as api_retry
 from google.cloud import kms_v1
 
 from proveniq.errors import SignatureError, Unavailable
-from proveniq.signer import SIGNATURE_SIZE, check_key_name, note_key_id
+from proveniq.log.signer import SIGNATURE_SIZE, check_key_name, note_key_id
 
 ED25519 = kms_v1.CryptoKeyVersion.CryptoKeyVersionAlgorithm.EC_SIGN_ED25519
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 from cloudevents.http import CloudEvent
 
-from proveniq.cloudevents import pubsub_event
+from proveniq.edge.cloudevents import pubsub_event
 from proveniq.errors import Unavailable, ValidationError
+from proveniq.log.timefmt import format_time, utcnow
 from proveniq.ports import Message
-from proveniq.timefmt import format_time, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from proveniq.errors import FormatError
-from proveniq.note import NoteVerifier
-from proveniq.signer import Ed25519Signer, Signer, parse_verifier_key_string
+from proveniq.log.note import NoteVerifier
+from proveniq.log.signer import Ed25519Signer, Signer, parse_verifier_key_string
 
 _PEM_BEGIN = "-----BEGIN"
 

@@ -91,7 +91,7 @@ def ensure_database(server: EmbeddedServer, name: str) -> None:
 
 def prepare(data_dir: Path, *, database: str) -> EmbeddedServer:
     """Start the server, create the database and apply migrations: ready for the app role."""
-    from proveniq import db
+    from proveniq.adapters.postgres import pool as db
 
     server = start(data_dir)
     ensure_database(server, database)

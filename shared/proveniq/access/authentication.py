@@ -1,0 +1,65 @@
+"""Authentication: partner API keys (`Authorization: Bearer` or `X-API-Key`) and app users'
+Firebase ID tokens. Key look-ups are cached briefly per instance (revocation takes effect within
+`KEY_CACHE_SECONDS`); the key itself is never logged or cached, only its hash is compared."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+from cachetools import TTLCache
+
+from proveniq.access import apikeys
+from proveniq.adapters.postgres.accounts import Accounts, KeyRecord, principal_of
+from proveniq.errors import AuthInvalid, AuthRequired, NotFound
+from proveniq.ports import IdentityVerifier, Principal
+
+KEY_CACHE_SECONDS = 5
+
+
+class Authenticator:
+    def __init__(self, *, accounts: Accounts, identity: IdentityVerifier | None) -> None:
+        self._accounts = accounts
+        self._identity = identity
+        self._cache: TTLCache[str, KeyRecord] = TTLCache(maxsize=10_000, ttl=KEY_CACHE_SECONDS)
+        self._lock = threading.Lock()
+
+    def authenticate(self, headers: Mapping[str, str]) -> Principal:
+        token = _credential(headers)
+        if apikeys.looks_like_key(token):
+            return self._api_key(token)
+        if self._identity is None:
+            raise AuthInvalid("unrecognised credential (expected a Proveniq API key)")
+        return self._identity.verify(token)
+
+    def _api_key(self, key: str) -> Principal:
+        prefix = apikeys.prefix_of(key)
+        with self._lock:
+            rec = self._cache.get(prefix)
+        if rec is None:
+            try:
+                rec = self._accounts.lookup(prefix)
+            except NotFound:
+                raise AuthInvalid("unknown API key") from None
+            with self._lock:
+                self._cache[prefix] = rec
+        if not apikeys.matches(key, rec.key_hash):
+            raise AuthInvalid("unknown API key")
+        if rec.revoked:
+            raise AuthInvalid("API key has been revoked")
+        return principal_of(rec)
+
+
+def _credential(headers: Mapping[str, str]) -> str:
+    api_key = headers.get("X-API-Key")
+    if api_key:
+        return api_key.strip()
+    # Behind API Gateway the client's Authorization header arrives as X-Forwarded-Authorization
+    # (the gateway authenticates itself to the function with its own token).
+    auth = headers.get("X-Forwarded-Authorization") or headers.get("Authorization")
+    if not auth:
+        raise AuthRequired("send an API key (Authorization: Bearer <key> or X-API-Key)")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthInvalid("Authorization header must be 'Bearer <credential>'")
+    return token.strip()

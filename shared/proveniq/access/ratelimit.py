@@ -1,0 +1,64 @@
+"""Rate limits per tier (Core manual §8.3) as token buckets in PostgreSQL, so every instance
+enforces the same budget. Capacity = burst, refill = requests-per-minute / 60 per second.
+The `internal` tier (the operator's own devices and benchmarks) is not limited."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from proveniq.adapters.postgres.pool import Pool
+from proveniq.errors import RateLimited
+
+UNLIMITED = "internal"
+TIERS: dict[str, tuple[int, int]] = {  # tier -> (requests per minute, burst)
+    "free": (60, 10),
+    "pro": (600, 100),
+    "enterprise": (6000, 1000),
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    limit: int
+    remaining: int
+    reset: int  # unix seconds when the bucket is full again
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(self.reset),
+        }
+
+
+class RateLimiter:
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    def take(self, *, bucket: str, tier: str) -> Budget | None:
+        """Spend one token or raise RateLimited; None for the unlimited `internal` tier.
+        An unknown tier is treated as `free`, never as unlimited."""
+        if tier == UNLIMITED:
+            return None
+        rpm, burst = TIERS.get(tier, TIERS["free"])
+        rate = rpm / 60.0
+        with self.pool.transaction() as cur:
+            cur.execute(
+                "INSERT INTO rate_buckets AS b (bucket, tokens, updated_at) "
+                "VALUES (%s, %s::float8 - 1, clock_timestamp()) ON CONFLICT (bucket) DO UPDATE SET "
+                "tokens = GREATEST(-1, LEAST(%s::float8, b.tokens + %s::float8 * EXTRACT(EPOCH "
+                "FROM (clock_timestamp() - b.updated_at))::float8) - 1), "
+                "updated_at = clock_timestamp() RETURNING tokens",
+                (bucket, float(burst), float(burst), rate),
+            )
+            (tokens,) = cur.fetchone()
+        now = time.time()
+        if tokens < 0:
+            wait = max(1, math.ceil(-tokens / rate))
+            raise RateLimited(
+                f"rate limit of {rpm} requests/minute exceeded", retry_after=wait, limit=rpm
+            )
+        reset = int(now + (burst - tokens) / rate)
+        return Budget(limit=rpm, remaining=int(tokens), reset=reset)

@@ -1,0 +1,306 @@
+"""`make run`: the whole system on one machine.
+
+Embedded PostgreSQL (data under `.proveniq/`), migrations, every built function served by
+functions-framework behind one gateway on http://127.0.0.1:8080 with the API Gateway's paths,
+the in-process bus for `ledger-events`, the outbox sweep, and a first-run bootstrap that
+creates a demo partner and a global admin key (stored in `.proveniq/*-api-key`, local only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from werkzeug.serving import WSGIRequestHandler
+
+from proveniq.errors import Unavailable
+from proveniq.ports import Message
+from proveniq.settings import Settings
+
+log = logging.getLogger("proveniq.localstack")
+SWEEP_MIN_AGE_SECONDS = 5.0  # leave in-flight publishes to the request that makes them
+ROOT = Path(__file__).resolve().parents[3]
+
+# (method regex, path regex, function) in API Gateway order; first match wins.
+GATEWAY: list[tuple[str, str, str]] = [
+    ("GET", r"/(health|ready)", "write_event"),
+    (".*", r"/v1/admin/.*", "admin"),
+    ("POST", r"/v1/events(:batch)?", "write_event"),
+    ("GET", r"/v1/(events|leaves|subjects|checkpoints|proofs|log)(/.*)?", "get_proof"),
+    ("POST", r"/v1/(proofs:batch|proofs/verify|claims/.*)", "get_proof"),
+]
+# function directory -> (target, signature type)
+FUNCTIONS = {
+    "write_event": ("write_event", "http"),
+    "admin": ("admin", "http"),
+    "get_proof": ("get_proof", "http"),
+    "batch_merkle": ("batch_merkle", "cloudevent"),
+}
+
+
+def gateway(apps: dict[str, Callable[..., Any]]) -> Callable[..., Any]:
+    routes = [(re.compile(m), re.compile(p), name) for m, p, name in GATEWAY if name in apps]
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/")
+        for m, p, name in routes:
+            if p.fullmatch(path) and m.fullmatch(method):
+                result: Iterable[bytes] = apps[name](environ, start_response)
+                return result
+        body = (
+            b'{"success":false,"error":{"code":"NOT_FOUND","message":"no route for '
+            + path.encode("utf-8", "replace")[:200]
+            + b'"}}'
+        )
+        start_response("404 Not Found", [("Content-Type", "application/json")])
+        return [body]
+
+    return app
+
+
+def prepare(settings: Settings) -> Settings:
+    """Start the embedded database (unless a URL is configured) and point the functions at it."""
+    from proveniq.adapters.local import postgres
+
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.database_url:  # an external database is migrated by `proveniq migrate`
+        server = postgres.prepare(settings.state_dir / "pg", database=settings.db_name)
+        os.environ["PROVENIQ_DATABASE_URL"] = server.url(
+            user=settings.db_user, database=settings.db_name
+        )
+    os.environ.setdefault("PROVENIQ_STATE_DIR", str(settings.state_dir))
+    return dataclasses.replace(Settings.from_env(), port=settings.port)
+
+
+def build_apps() -> dict[str, Callable[..., Any]]:
+    from functions_framework import create_app
+
+    apps = {}
+    for directory, (target, kind) in FUNCTIONS.items():
+        source = ROOT / "functions" / directory / "main.py"
+        if source.exists():
+            apps[directory] = create_app(  # type: ignore[no-untyped-call]
+                target=target, source=str(source), signature_type=kind
+            )
+    return apps
+
+
+def bootstrap(settings: Settings, echo: Callable[[str], None]) -> None:
+    """First run only: a demo partner and a global admin, keys saved under the state folder."""
+    from proveniq.app.runtime import runtime
+
+    admin_file = settings.state_dir / "admin-api-key"
+    demo_file = settings.state_dir / "demo-api-key"
+    if admin_file.exists() and demo_file.exists():
+        echo(f"reusing API keys in {admin_file} and {demo_file}")
+        return
+    accounts = runtime().accounts
+    partner = accounts.create_partner(name="Demo Carrier", tier="enterprise")
+    demo, _ = accounts.create_key(partner_id=partner.id, org_role="ADMIN", label="demo", env="test")
+    admin, _ = accounts.create_key(
+        partner_id=None, org_role=None, global_role="ADMIN", label="local admin", env="test"
+    )
+    for path, key in ((demo_file, demo.secret), (admin_file, admin.secret)):
+        path.write_text(key + "\n")
+        path.chmod(0o600)
+    echo(f"created demo partner {partner.id}")
+    echo(f"  demo partner API key (local only): {demo.secret}")
+    echo(f"  global admin API key (local only): {admin.secret}")
+
+
+def start_background(
+    stop: threading.Event, apps: dict[str, Callable[..., Any]]
+) -> list[threading.Thread]:
+    from proveniq.app.runtime import runtime
+
+    def sweep() -> None:
+        while not stop.wait(1.0):
+            try:
+                runtime().relay.sweep(min_age_seconds=SWEEP_MIN_AGE_SECONDS)
+            except Unavailable as e:
+                log.warning("outbox sweep skipped: %s", e.message)
+            except Exception:
+                log.exception("outbox sweep failed")
+
+    def seal() -> None:
+        # Stands in for Cloud Scheduler -> Pub/Sub -> batch_merkle.
+        interval = runtime().settings.seal_interval_ms / 1000
+        while not stop.wait(interval):
+            try:
+                seal_tick(apps)
+            except Exception:
+                log.exception("seal tick failed")
+
+    threads = [
+        threading.Thread(target=sweep, name="outbox-sweep", daemon=True),
+        threading.Thread(target=seal, name="seal-timer", daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def seal_tick(apps: dict[str, Callable[..., Any]]) -> int:
+    """Deliver one scheduler tick to batch_merkle as a binary-mode Pub/Sub CloudEvent."""
+    from flask import Flask
+
+    from proveniq.edge.cloudevents import pubsub_event
+
+    app = apps.get("batch_merkle")
+    if not isinstance(app, Flask):
+        return 0
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    attributes, data = pubsub_event(
+        project="local",
+        topic="seal-tick",
+        subscription="seal-tick-batch-merkle",
+        message=Message(data=b"tick"),
+        message_id=str(time.time_ns()),
+        publish_time=now,
+    )
+    headers = {f"ce-{k}": v for k, v in attributes.items() if k != "datacontenttype"}
+    resp = app.test_client().post("/", json=data, headers=headers)
+    if resp.status_code >= 300:
+        log.warning("batch_merkle answered %s", resp.status_code)
+    return resp.status_code
+
+
+class AccessLog(WSGIRequestHandler):
+    """Werkzeug's request log as Cloud Logging `httpRequest` entries (no terminal colours)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        log.info(
+            "%s %s %s",
+            self.command,
+            self.path.split("?")[0],
+            code,
+            extra={
+                "httpRequest": {
+                    "requestMethod": self.command,
+                    "requestUrl": self.path.split("?")[0],
+                    "status": int(code) if str(code).isdigit() else 0,
+                    "remoteIp": self.client_address[0],
+                }
+            },
+        )
+
+
+def run(settings: Settings, *, host: str, echo: Callable[[str], None], workers: int = 1) -> None:
+    from werkzeug.serving import make_server
+
+    from proveniq.app import logs
+
+    logs.setup()
+    settings = prepare(settings)
+    bootstrap(settings, echo)
+    if workers > 1:
+        run_workers(settings, host=host, echo=echo, workers=workers)
+        return
+    apps = build_apps()
+    stop = threading.Event()
+    threads = start_background(stop, apps)
+    server = make_server(
+        host, settings.port, gateway(apps), threaded=True, request_handler=AccessLog
+    )
+    echo(
+        f"Proveniq Ledger local stack on http://{host}:{settings.port} "
+        f"(functions: {', '.join(sorted(apps))}); Ctrl-C stops it"
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        echo("stopping...")
+    finally:
+        stop.set()
+        server.server_close()
+        for t in threads:
+            t.join(timeout=5)
+        shutdown(settings)
+
+
+def run_workers(
+    settings: Settings, *, host: str, echo: Callable[[str], None], workers: int
+) -> None:
+    """Several server processes (gunicorn, threaded workers) share the port, so more than one
+    interpreter serves requests; the seal timer and outbox sweep run in one extra process.
+    Each process has its own runtime and connection pool, built after the fork."""
+    import multiprocessing
+
+    from gunicorn.app.base import BaseApplication
+
+    from proveniq.app.runtime import release_runtime
+
+    release_runtime()  # no connection may cross a fork
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    background = ctx.Process(target=_background_main, args=(stop,), name="proveniq-background")
+    background.start()
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in {
+                "bind": f"{host}:{settings.port}",
+                "workers": workers,
+                "worker_class": "gthread",
+                "threads": 16,
+                "timeout": 120,
+                "graceful_timeout": 10,
+                "accesslog": None,
+                "loglevel": "warning",
+            }.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Callable[..., Any]:
+            return gateway(build_apps())
+
+    echo(
+        f"Proveniq Ledger local stack on http://{host}:{settings.port} ({workers} server "
+        "processes); Ctrl-C stops it"
+    )
+    master = os.getpid()
+    try:
+        Server().run()
+    except SystemExit as e:
+        if os.getpid() != master:  # a forked worker finishing: leave without the master's cleanup
+            os._exit(e.code if isinstance(e.code, int) else 0)
+    echo("stopping...")
+    stop.set()
+    background.join(timeout=15)
+    if background.is_alive():
+        background.terminate()
+    shutdown(settings)
+
+
+def _background_main(stop: Any) -> None:
+    """The seal timer and the outbox sweep, in their own process (multi-worker mode)."""
+    import signal
+
+    from proveniq.app import logs
+    from proveniq.app.runtime import release_runtime
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    logs.setup()
+    local_stop = threading.Event()
+    threads = start_background(local_stop, build_apps())
+    stop.wait()
+    local_stop.set()
+    for t in threads:
+        t.join(timeout=5)
+    release_runtime()
+
+
+def shutdown(settings: Settings) -> None:
+    from proveniq.adapters.local import postgres
+    from proveniq.app.runtime import release_runtime
+
+    release_runtime()
+    if (settings.state_dir / "pg").exists():
+        postgres.stop(settings.state_dir / "pg")

@@ -1,0 +1,201 @@
+"""The HTTP edge shared by every function: routing, the Core manual's response envelope,
+authentication, rate-limit headers, body limits, and error mapping (never a bare 500).
+
+    success: {"success": true, "data": ..., "meta": {...}?}
+    error:   {"success": false, "error": {"code", "message", "details": [...]}}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Request, Response
+
+from proveniq.access import rbac
+from proveniq.errors import (
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ProveniqError,
+    RateLimited,
+    ValidationError,
+)
+from proveniq.log.canonical import parse_strict
+from proveniq.ports import Principal
+
+log = logging.getLogger("proveniq.http")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reply:
+    status: int = 200
+    data: Any = None
+    meta: Mapping[str, Any] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    raw: bytes | None = None  # a stored response (idempotent replay), sent as is
+    content_type: str = "application/json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Call:
+    request: Request
+    params: Mapping[str, str]
+    principal: Principal
+    tenant: str | None
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        return self.request.headers.get(name)
+
+
+Handler = Callable[[Call], Reply]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: str
+    handler: Handler
+    permission: str | None  # None: public (health)
+    tenant_scoped: bool = True
+
+    def match(self, method: str, path: str) -> dict[str, str] | None:
+        if method != self.method:
+            return None
+        m = re.fullmatch(self.pattern, path)
+        return m.groupdict() if m else None
+
+
+class Edge:
+    """Authentication and rate limiting hooks the router calls (built by the runtime)."""
+
+    def authenticate(self, headers: Any) -> Principal:
+        raise NotImplementedError
+
+    def rate_limit(self, principal: Principal, tenant: str | None) -> Mapping[str, str]:
+        raise NotImplementedError
+
+    def check_tenant(self, tenant: str) -> None:
+        """Raise NotFound unless `tenant` is an existing organization."""
+        raise NotImplementedError
+
+
+def serve(request: Request, routes: Sequence[Route], edge: Edge, *, max_body: int) -> Response:
+    extra: dict[str, str] = {}
+    try:
+        route, params = _route(routes, request)
+        if route.permission is None:
+            reply = route.handler(
+                Call(request=request, params=params, body=b"", principal=_ANONYMOUS, tenant=None)
+            )
+        else:
+            principal = edge.authenticate(request.headers)
+            rbac.require(principal, route.permission)
+            tenant = None
+            if route.tenant_scoped:
+                tenant = rbac.tenant_for(principal, request.headers.get("X-Proveniq-Tenant"))
+                if tenant != principal.tenant:
+                    rbac.require_in_other_tenant(principal, route.permission)
+                    edge.check_tenant(tenant)
+            extra.update(edge.rate_limit(principal, tenant))
+            body = _body(request, max_body) if request.method in ("POST", "PUT") else b""
+            reply = route.handler(
+                Call(request=request, params=params, principal=principal, tenant=tenant, body=body)
+            )
+        return _respond(reply, extra)
+    except ProveniqError as e:
+        if e.status >= 500:
+            log.error("request failed: %s", e.message, extra={"code": e.code})
+        return error_response(e, extra)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(InternalError("unexpected server error"), extra)
+
+
+def error_response(e: ProveniqError, extra: Mapping[str, str] | None = None) -> Response:
+    error: dict[str, Any] = {"code": e.code, "message": e.message}
+    details = e.details()
+    if details:
+        error["details"] = details
+    headers = dict(extra or {})
+    if isinstance(e, RateLimited):
+        headers["Retry-After"] = str(e.retry_after)
+        if e.limit:
+            headers.update({"X-RateLimit-Limit": str(e.limit), "X-RateLimit-Remaining": "0"})
+    return Response(
+        json.dumps({"success": False, "error": error}),
+        status=e.status,
+        headers=headers,
+        content_type="application/json",
+    )
+
+
+def envelope(data: Any, meta: Mapping[str, Any] | None = None) -> bytes:
+    doc: dict[str, Any] = {"success": True, "data": data}
+    if meta is not None:
+        doc["meta"] = dict(meta)
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _respond(reply: Reply, extra: Mapping[str, str]) -> Response:
+    body = (
+        reply.raw
+        if reply.raw is not None
+        else (
+            envelope(reply.data, reply.meta)
+            if reply.content_type == "application/json"
+            else str(reply.data).encode()
+        )
+    )
+    return Response(
+        body,
+        status=reply.status,
+        headers={**extra, **reply.headers},
+        content_type=reply.content_type,
+    )
+
+
+def _route(routes: Sequence[Route], request: Request) -> tuple[Route, dict[str, str]]:
+    path = request.path.rstrip("/") or "/"
+    methods = []
+    for r in routes:
+        params = r.match(request.method, path)
+        if params is not None:
+            return r, params
+        if re.fullmatch(r.pattern, path):
+            methods.append(r.method)
+    if methods:
+        raise MethodNotAllowed(f"{request.method} is not allowed here; use {', '.join(methods)}")
+    raise NotFound(f"no route for {request.method} {path}")
+
+
+def _body(request: Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body over {limit} bytes")
+    data = request.stream.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"request body over {limit} bytes")
+    ctype = (request.mimetype or "").lower()
+    if data and ctype != "application/json":
+        raise ValidationError("Content-Type must be application/json", field="Content-Type")
+    return data
+
+
+_ANONYMOUS = Principal(subject="anonymous", tenant=None, org_role=None)
+
+
+def json_object(body: bytes, allowed: set[str]) -> dict[str, Any]:
+    """A small JSON request object with only the `allowed` keys (strict parsing)."""
+    doc = parse_strict(body or b"{}")
+    if not isinstance(doc, dict):
+        raise ValidationError("request body must be a JSON object", field="body")
+    unknown = sorted(doc.keys() - allowed)
+    if unknown:
+        raise ValidationError(f"unknown fields: {', '.join(unknown)}", field=unknown[0])
+    return doc

@@ -1,0 +1,110 @@
+"""Outbox relay: publish committed events to `ledger-events`, then mark them sent.
+
+The write path publishes right after commit; anything left unsent (a crash between commit and
+publish, Pub/Sub unavailable) is swept later. Delivery is at least once: consumers dedupe by
+event id (the `event_id` attribute).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+
+from proveniq.adapters.postgres.ledger import LedgerStore, StoredEvent
+from proveniq.errors import Unavailable
+from proveniq.ports import Message, Publisher
+
+log = logging.getLogger("proveniq.relay")
+MARK_BATCH_SECONDS = 0.05
+MARK_BATCH_MAX = 5000
+
+
+def message_for(ev: StoredEvent) -> Message:
+    e = ev.entry
+    doc = {
+        "entry": e.to_json(),
+        "leaf_hash": e.leaf_hash().hex(),
+        "payload": None if ev.payload is None else json.loads(ev.payload),
+    }
+    return Message(
+        data=json.dumps(doc, separators=(",", ":")).encode(),
+        attributes={"event_id": e.id, "tenant": e.tenant, "type": e.type, "seq": str(e.seq)},
+        ordering_key=f"{e.tenant}/{e.subject}",
+    )
+
+
+class Relay:
+    """Publishes after commit. Marking rows as sent is batched on a background thread: a mark
+    lost in a crash only causes a re-publish by the sweep, never a lost event."""
+
+    def __init__(self, *, store: LedgerStore, publisher: Publisher, topic: str) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.topic = topic
+        self._marks: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
+        self._marker: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def publish(self, events: Sequence[StoredEvent], *, mark_now: bool = False) -> bool:
+        """Publish and mark; False (logged, left for the sweep) if Pub/Sub is unavailable."""
+        if not events:
+            return True
+        try:
+            self.publisher.publish(self.topic, [message_for(ev) for ev in events])
+        except Unavailable as e:
+            log.warning("publish deferred to the outbox sweep: %s", e.message)
+            return False
+        seqs = [ev.entry.seq for ev in events]
+        if mark_now:
+            self.store.mark_published(seqs)
+        else:
+            self._ensure_marker()
+            self._marks.put(seqs)
+        return True
+
+    def flush_marks(self) -> None:
+        """Mark everything queued so far (shutdown, tests)."""
+        batch: list[int] = []
+        while True:
+            try:
+                batch += self._marks.get_nowait()
+            except queue.Empty:
+                break
+        self.store.mark_published(batch)
+
+    def _ensure_marker(self) -> None:
+        with self._lock:
+            if self._marker is None or not self._marker.is_alive():
+                self._marker = threading.Thread(
+                    target=self._mark_loop, name="outbox-marker", daemon=True
+                )
+                self._marker.start()
+
+    def _mark_loop(self) -> None:
+        while True:
+            batch = self._marks.get()
+            deadline = time.monotonic() + MARK_BATCH_SECONDS
+            while len(batch) < MARK_BATCH_MAX and time.monotonic() < deadline:
+                try:
+                    batch += self._marks.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+            try:
+                self.store.mark_published(batch)
+            except Exception:  # the sweep re-publishes whatever stays unmarked
+                log.warning("could not mark %d outbox rows as published", len(batch), exc_info=True)
+
+    def sweep(self, *, batch: int = 500, min_age_seconds: float = 0) -> int:
+        """Publish everything still unsent; returns how many were published."""
+        total = 0
+        while True:
+            pending = self.store.unpublished(limit=batch, min_age_seconds=min_age_seconds)
+            if not pending or not self.publish(pending, mark_now=True):
+                return total
+            total += len(pending)
+            if len(pending) < batch:
+                return total

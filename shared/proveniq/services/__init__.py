@@ -1,1 +1,0 @@
-"""Services: the ledger's use cases, pure logic over ports (append, publish, ...)."""
