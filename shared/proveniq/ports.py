@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from proveniq.log.entry import Entry
 
 GlobalRole = Literal["ADMIN", "AUDITOR", "INVESTOR", "USER"]
 OrgRole = Literal["OWNER", "ADMIN", "MEMBER", "VIEWER"]
@@ -43,3 +46,29 @@ class Principal:
 class IdentityVerifier(Protocol):
     def verify(self, id_token: str) -> Principal:
         """Verify an app's ID token or raise `errors.AuthInvalid` naming why."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewEvent:
+    """An event a follower or an intake asks the ledger to sequence (validated like a partner's
+    submission: type, subject, payload limits, lifecycle rules)."""
+
+    type: str
+    subject: str
+    payload: Mapping[str, Any]
+    occurred_at: datetime | None = None
+
+
+class LedgerAppender(Protocol):
+    def append(
+        self,
+        *,
+        tenant: str,
+        actor: str,
+        events: Sequence[NewEvent],
+        idempotency_key: str | None = None,
+    ) -> list[Entry]:
+        """Sequence `events` all-or-nothing and return their entries. With an idempotency key
+        already used for the same events, return the entries sequenced the first time (no second
+        append). Raises `errors.ValidationError` / `errors.LifecycleConflict` for permanent
+        refusals and `errors.Unavailable` for transient ones."""
