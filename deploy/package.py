@@ -65,13 +65,19 @@ def requirement_name(requirement: str) -> str:
 
 
 def runtime_requirements(pyproject: Path) -> list[str]:
-    """pyproject dependencies + `gcp` extra + GCP_REQUIREMENTS: first line per name wins."""
+    """pyproject dependencies + `server` and `gcp` extras + GCP_REQUIREMENTS: first line per
+    name wins."""
     project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
-    gcp = project.get("optional-dependencies", {}).get("gcp", [])
+    extras = project.get("optional-dependencies", {})
     chosen: dict[str, str] = {}
-    for requirement in [*project.get("dependencies", []), *gcp, *GCP_REQUIREMENTS]:
+    for requirement in [
+        *project.get("dependencies", []),
+        *extras.get("server", []),
+        *extras.get("gcp", []),
+        *GCP_REQUIREMENTS,
+    ]:
         name = requirement_name(requirement)
-        if name in EXCLUDED or name in chosen:
+        if name in EXCLUDED or name in chosen or name == project["name"]:
             continue
         chosen[name] = requirement.strip()
     return [chosen[name] for name in sorted(chosen)]

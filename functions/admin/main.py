@@ -3,9 +3,9 @@
 import functions_framework
 from flask import Request, Response
 
-from proveniq.edge import routes as api
+from proveniq.app import entrypoints
 
 
 @functions_framework.http
 def admin(request: Request) -> Response:
-    return api.handle(request, api.admin_routes)
+    return entrypoints.http("admin", request)

@@ -3,9 +3,9 @@
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from proveniq.ledger.integration import seal_until_current
+from proveniq.app import entrypoints
 
 
 @functions_framework.cloud_event
 def batch_merkle(event: CloudEvent) -> None:
-    seal_until_current()
+    entrypoints.batch_merkle()

@@ -1,21 +1,29 @@
-"""Ports: the narrow interfaces the services need from the outside world.
+"""Ports: the narrow interfaces the use cases need from the outside world, and the values that
+cross them.
 
-Each has a GCP adapter (`proveniq.adapters.gcp`) and a local one (`proveniq.adapters.local`);
-settings choose, never "if testing". The ledger store itself is PostgreSQL everywhere
-(`proveniq.store`); only how connections are made differs.
+Each port is shaped by one use: sequencing (the append transaction), reading the log, the
+integration transaction, the outbox, the audit's snapshot, accounts, rate buckets, the message
+bus, identity. PostgreSQL implements the storage ports (`proveniq.adapters.postgres`), with
+in-memory twins in `proveniq.adapters.memory`; the bus and identity have GCP and local adapters.
+Settings choose, never "if testing".
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from proveniq.log.chain import Tail
 from proveniq.log.entry import Entry
+from proveniq.log.integrate import NodeId
 
 GlobalRole = Literal["ADMIN", "AUDITOR", "INVESTOR", "USER"]
 OrgRole = Literal["OWNER", "ADMIN", "MEMBER", "VIEWER"]
+
+# ---- values ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,11 +33,6 @@ class Message:
     data: bytes
     attributes: Mapping[str, str] = field(default_factory=dict)
     ordering_key: str = ""
-
-
-class Publisher(Protocol):
-    def publish(self, topic: str, messages: Sequence[Message]) -> None:
-        """Publish all messages or raise `errors.Unavailable` (the outbox relay retries)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,9 +46,72 @@ class Principal:
     tier: str = "free"
 
 
-class IdentityVerifier(Protocol):
-    def verify(self, id_token: str) -> Principal:
-        """Verify an app's ID token or raise `errors.AuthInvalid` naming why."""
+@dataclass(frozen=True, kw_only=True)
+class StoredEvent:
+    """An entry as stored: the entry, its canonical payload bytes (None once erased), the actor."""
+
+    entry: Entry
+    payload: bytes | None
+    actor: str
+    stored_leaf: bytes | None = None  # the leaf_hash column as read, for audits
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredResponse:
+    status: int
+    body: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class Idempotency:
+    key: str
+    request_hash: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredCheckpoint:
+    size: int
+    root: bytes
+    note: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventFilter:
+    tenant: str | None
+    event_type: str | None = None
+    subject: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    after_seq: int | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True, kw_only=True)
+class Partner:
+    id: str
+    name: str
+    tier: str
+    created_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "tier": self.tier,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyRecord:
+    id: str
+    prefix: str
+    key_hash: bytes
+    partner_id: str | None
+    org_role: str | None
+    global_role: str
+    tier: str
+    revoked: bool
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,6 +123,149 @@ class NewEvent:
     subject: str
     payload: Mapping[str, Any]
     occurred_at: datetime | None = None
+
+
+# ---- the log's storage ----------------------------------------------------------------------
+
+
+class SequencingTx(Protocol):
+    """One append transaction, holding the ledger's write lock from `lock_tail` to commit."""
+
+    def lock_tail(self) -> tuple[Tail, datetime]:
+        """Take the write lock; return the tail and the database clock read under it."""
+
+    def subject_statuses(self, tenant: str, subjects: Sequence[str]) -> dict[str, str]: ...
+
+    def insert(self, entries: Sequence[Entry], payloads: Sequence[bytes], actor: str) -> None:
+        """Insert the events and their outbox rows."""
+
+    def save_statuses(self, tenant: str, statuses: Mapping[str, tuple[str, int]]) -> None:
+        """subject -> (lifecycle status, seq of the event that set it)."""
+
+    def save_response(self, tenant: str, idem: Idempotency, response: StoredResponse) -> bool:
+        """Record the idempotent response; False if a concurrent request with the key won."""
+
+
+class SequencingStore(Protocol):
+    def sequencing(self) -> AbstractContextManager[SequencingTx]:
+        """A transaction that commits on a clean exit and rolls back on an exception."""
+
+    def stored_response(self, tenant: str, key: str) -> tuple[bytes, StoredResponse] | None:
+        """(request hash, response) recorded for an idempotency key."""
+
+
+class LedgerView(Protocol):
+    """Reads inside one consistent snapshot. Every event read is scoped by `tenant` (None only
+    for platform-wide principals)."""
+
+    def event(self, tenant: str | None, event_id: str) -> StoredEvent | None: ...
+
+    def event_by_leaf(self, tenant: str | None, leaf_hash: bytes) -> StoredEvent | None: ...
+
+    def events(self, f: EventFilter) -> list[StoredEvent]:
+        """A page in seq order (a stable cursor: the last seq returned)."""
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None: ...
+
+    def checkpoint(self, size: int) -> StoredCheckpoint | None: ...
+
+    def checkpoints_page(self, *, before: int | None, limit: int) -> list[StoredCheckpoint]:
+        """Newest first; `before` is an exclusive upper bound on the size."""
+
+    def nodes(self, ids: Sequence[NodeId]) -> dict[NodeId, bytes]: ...
+
+
+class LedgerReader(Protocol):
+    def snapshot(self) -> AbstractContextManager[LedgerView]: ...
+
+
+class IntegrationTx(Protocol):
+    """One integration run, holding the integration lock until commit."""
+
+    def lock(self) -> None: ...
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None: ...
+
+    def leaves(self, start: int, limit: int) -> list[tuple[int, bytes]]:
+        """(seq, leaf hash) from `start` in seq order."""
+
+    def nodes(self, ids: Sequence[NodeId]) -> dict[NodeId, bytes]: ...
+
+    def write_nodes(self, nodes: Mapping[NodeId, bytes]) -> None: ...
+
+    def save_checkpoint(self, checkpoint: StoredCheckpoint) -> None: ...
+
+
+class IntegrationStore(Protocol):
+    def integration(self) -> AbstractContextManager[IntegrationTx]: ...
+
+
+class Outbox(Protocol):
+    def unrelayed(self, *, limit: int, min_age_seconds: float) -> list[StoredEvent]:
+        """Committed events not yet relayed, older than `min_age_seconds`."""
+
+    def mark_relayed(self, seqs: Sequence[int]) -> None: ...
+
+
+class AuditView(Protocol):
+    """A repeatable-read snapshot of everything stored, page by page."""
+
+    def events_from(self, seq: int, limit: int) -> list[StoredEvent]: ...
+
+    def nodes_after(self, after: NodeId, limit: int) -> list[tuple[NodeId, bytes]]: ...
+
+    def checkpoints(self) -> list[StoredCheckpoint]: ...
+
+
+class AuditSource(Protocol):
+    def audit_snapshot(self) -> AbstractContextManager[AuditView]: ...
+
+
+# ---- accounts and limits --------------------------------------------------------------------
+
+
+class AccountStore(Protocol):
+    def insert_partner(self, *, partner_id: str, name: str, tier: str) -> Partner: ...
+
+    def partners(self) -> list[Partner]: ...
+
+    def partner_exists(self, partner_id: str) -> bool: ...
+
+    def active_partner_tier(self, partner_id: str) -> str | None: ...
+
+    def insert_key(
+        self,
+        *,
+        key_id: str,
+        prefix: str,
+        key_hash: bytes,
+        partner_id: str | None,
+        org_role: str | None,
+        global_role: str,
+        label: str,
+    ) -> None: ...
+
+    def revoke_key(self, key_id: str) -> Literal["revoked", "already", "missing"]: ...
+
+    def key_by_prefix(self, prefix: str) -> KeyRecord | None: ...
+
+
+class RateBuckets(Protocol):
+    def take(self, *, bucket: str, capacity: float, refill_per_second: float) -> float:
+        """Spend one token (refilling first); return the tokens left (negative: refused)."""
+
+
+# ---- messaging and identity -----------------------------------------------------------------
+
+
+class Bus(Protocol):
+    def send(self, topic: str, messages: Sequence[Message]) -> None:
+        """Send all messages to a Pub/Sub topic or raise `errors.Unavailable`."""
+
+
+class IdentityVerifier(Protocol):
+    def verify(self, id_token: str) -> Principal:
+        """Verify an app's ID token or raise `errors.AuthInvalid` naming why."""
 
 
 class LedgerAppender(Protocol):

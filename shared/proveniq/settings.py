@@ -1,4 +1,4 @@
-"""Typed settings, read once from the environment into a frozen object.
+"""Typed settings, read once from the environment (pydantic-settings) into a frozen object.
 
 Adapters are chosen here (`backend`), never by "if testing" elsewhere.
 
@@ -15,7 +15,7 @@ Adapters are chosen here (`backend`), never by "if testing" elsewhere.
     PROVENIQ_DB_USER / PROVENIQ_DB_NAME                         (gcp; IAM database user)
     PROVENIQ_PUBSUB_TOPIC     ledger-events topic id            [ledger-events]
     GOOGLE_CLOUD_PROJECT      project id                        (gcp)
-    PROVENIQ_FIREBASE_PROJECT Firebase project whose ID tokens are accepted
+    PROVENIQ_FIREBASE_PROJECT Firebase project whose ID tokens are accepted [GOOGLE_CLOUD_PROJECT]
     PROVENIQ_MAX_BODY_BYTES   request body limit                [1048576]
     PROVENIQ_POOL_SIZE        database connections per instance [8]
     PROVENIQ_SEAL_INTERVAL_MS local stack's batch_merkle timer   [1000]
@@ -24,41 +24,81 @@ Adapters are chosen here (`backend`), never by "if testing" elsewhere.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+import pydantic
+from pydantic import AliasChoices, Field, PositiveInt, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from proveniq.errors import ValidationError
 
 Backend = Literal["local", "gcp"]
 
 
-@dataclass(frozen=True, kw_only=True)
-class Settings:
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PROVENIQ_", frozen=True, extra="ignore", populate_by_name=True
+    )
+
     backend: Backend = "local"
     state_dir: Path = Path(".proveniq")
     database_url: str | None = None
     log_origin: str = "proveniq.local/ledger"
-    signing_key_file: Path | None = None
+    signing_key_file: str | None = None
     kms_key_version: str | None = None
     cloudsql_instance: str | None = None
     db_user: str = "proveniq_app"
     db_name: str = "proveniq"
     pubsub_topic: str = "ledger-events"
-    gcp_project: str | None = None
+    gcp_project: str | None = Field(
+        default=None, validation_alias=AliasChoices("GOOGLE_CLOUD_PROJECT", "gcp_project")
+    )
     firebase_project: str | None = None
-    max_body_bytes: int = 1024 * 1024
-    pool_size: int = 8
-    seal_interval_ms: int = 1000
-    port: int = 8080
+    max_body_bytes: PositiveInt = 1024 * 1024
+    pool_size: PositiveInt = 8
+    seal_interval_ms: PositiveInt = 1000
+    port: PositiveInt = Field(default=8080, validation_alias=AliasChoices("PORT", "port"))
+
+    @field_validator(
+        "database_url",
+        "signing_key_file",
+        "kms_key_version",
+        "cloudsql_instance",
+        "gcp_project",
+        "firebase_project",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, v: Any) -> Any:
+        return None if v == "" else v
+
+    @field_validator("log_origin")
+    @classmethod
+    def _one_line(cls, v: str) -> str:
+        if not v.strip() or "\n" in v:
+            raise ValueError("must be a single non-empty line")
+        return v
+
+    @model_validator(mode="after")
+    def _gcp_needs(self) -> Settings:
+        if self.firebase_project is None and self.gcp_project:
+            object.__setattr__(self, "firebase_project", self.gcp_project)
+        if self.backend == "gcp":
+            for name, value in (
+                ("cloudsql_instance", self.cloudsql_instance),
+                ("gcp_project", self.gcp_project),
+            ):
+                if not value:
+                    raise ValueError(f"{name}: required when PROVENIQ_BACKEND=gcp")
+        return self
 
     @property
     def signing_key_paths(self) -> tuple[Path, ...]:
         if self.signing_key_file is None:
             return (self.state_dir / "keys" / "log-signing-key.pem",)
-        return tuple(Path(p.strip()) for p in str(self.signing_key_file).split(",") if p.strip())
+        return tuple(Path(p.strip()) for p in self.signing_key_file.split(",") if p.strip())
 
     @property
     def kms_key_versions(self) -> tuple[str, ...]:
@@ -66,50 +106,45 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        e = os.environ if env is None else env
-        backend = e.get("PROVENIQ_BACKEND", "local")
-        if backend not in ("local", "gcp"):
-            raise ValidationError("must be 'local' or 'gcp'", field="PROVENIQ_BACKEND")
-        s = cls(
-            backend=backend,  # type: ignore[arg-type]
-            state_dir=Path(e.get("PROVENIQ_STATE_DIR", ".proveniq")),
-            database_url=e.get("PROVENIQ_DATABASE_URL") or None,
-            log_origin=e.get("PROVENIQ_LOG_ORIGIN", "proveniq.local/ledger"),
-            signing_key_file=Path(e["PROVENIQ_SIGNING_KEY_FILE"])
-            if e.get("PROVENIQ_SIGNING_KEY_FILE")
-            else None,
-            kms_key_version=e.get("PROVENIQ_KMS_KEY_VERSION") or None,
-            cloudsql_instance=e.get("PROVENIQ_CLOUDSQL_INSTANCE") or None,
-            db_user=e.get("PROVENIQ_DB_USER", "proveniq_app"),
-            db_name=e.get("PROVENIQ_DB_NAME", "proveniq"),
-            pubsub_topic=e.get("PROVENIQ_PUBSUB_TOPIC", "ledger-events"),
-            gcp_project=e.get("GOOGLE_CLOUD_PROJECT") or None,
-            firebase_project=e.get("PROVENIQ_FIREBASE_PROJECT") or e.get("GOOGLE_CLOUD_PROJECT"),
-            max_body_bytes=_int(e, "PROVENIQ_MAX_BODY_BYTES", 1024 * 1024),
-            pool_size=_int(e, "PROVENIQ_POOL_SIZE", 8),
-            seal_interval_ms=_int(e, "PROVENIQ_SEAL_INTERVAL_MS", 1000),
-            port=_int(e, "PORT", 8080),
+        """Read the environment (or `env`); a bad value is a `ValidationError` naming its
+        variable."""
+        try:
+            if env is None:
+                return cls()  # pydantic-settings reads the process environment
+            values = {f: env[v] for f, v in variables().items() if env.get(v) is not None}
+            return cls.model_validate(values)
+        except pydantic.ValidationError as err:
+            first = err.errors()[0]
+            raise ValidationError(
+                _message(first), field=_variable(first, str(first.get("msg", "")))
+            ) from None
+
+
+_UNPREFIXED = {"gcp_project": "GOOGLE_CLOUD_PROJECT", "port": "PORT"}
+
+
+def variables() -> dict[str, str]:
+    """field name -> environment variable."""
+    return {f: _UNPREFIXED.get(f, f"PROVENIQ_{f.upper()}") for f in Settings.model_fields}
+
+
+def _variable(error: Any, message: str) -> str:
+    loc = [str(p) for p in error.get("loc", ())]
+    name = loc[0] if loc else message.partition(":")[0].removeprefix("Value error, ")
+    if name in ("GOOGLE_CLOUD_PROJECT", "PORT"):
+        return name
+    return _UNPREFIXED.get(name, f"PROVENIQ_{name.upper()}")
+
+
+def _message(error: Any) -> str:
+    msg = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    if not error.get("loc"):
+        msg = msg.partition(": ")[2] or msg
+    if error.get("type") in ("int_parsing", "greater_than"):
+        raw = error.get("input")
+        return (
+            "must be positive"
+            if error["type"] == "greater_than"
+            else f"expected an integer, got {raw!r}"
         )
-        if s.backend == "gcp":
-            for name, value in (
-                ("PROVENIQ_CLOUDSQL_INSTANCE", s.cloudsql_instance),
-                ("GOOGLE_CLOUD_PROJECT", s.gcp_project),
-            ):
-                if not value:
-                    raise ValidationError("required when PROVENIQ_BACKEND=gcp", field=name)
-        if not s.log_origin.strip() or "\n" in s.log_origin:
-            raise ValidationError("must be a single non-empty line", field="PROVENIQ_LOG_ORIGIN")
-        return s
-
-
-def _int(e: Mapping[str, str], name: str, default: int) -> int:
-    raw = e.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError as err:
-        raise ValidationError(f"expected an integer, got {raw!r}", field=name) from err
-    if value <= 0:
-        raise ValidationError("must be positive", field=name)
-    return value
+    return msg

@@ -10,6 +10,7 @@ from typing import Any
 import requests
 from click.testing import CliRunner
 
+from proveniq.adapters.postgres.ledger import CursorAuditView
 from proveniq.app.cli import main
 from proveniq.app.runtime import runtime
 from proveniq.ledger.audit import audit
@@ -114,14 +115,14 @@ def test_audit_names_each_of_100_random_tamperings(stack: Any) -> None:
             headers={"Authorization": f"Bearer {key}"},
         )
         assert r.status_code == 201
-        runtime().sealer.seal()
+        runtime().integrator.integrate_and_publish()
     size = 250
-    signer = runtime().signer
+    signer = runtime().publisher.primary
     verifiers = [NoteVerifier.from_public_key(name=signer.name, public_key=signer.public_key)]
 
     conn = stack.superuser()
     cur = conn.cursor()
-    clean = audit(cur, verifiers)
+    clean = audit(CursorAuditView(cur), verifiers)
     assert clean.ok, clean.problems
     assert (clean.entries, clean.checkpoints) == (size, 5)
     conn.rollback()
@@ -130,7 +131,7 @@ def test_audit_names_each_of_100_random_tamperings(stack: Any) -> None:
     for _ in range(100):
         cur.execute("SET session_replication_role = replica")  # the insider bypass
         expected = tamper(cur, rng, size)
-        report = audit(cur, verifiers)
+        report = audit(CursorAuditView(cur), verifiers)
         conn.rollback()
         assert not report.ok, f"undetected tampering, expected {expected}"
         assert report.problems[0].startswith(expected), (expected, report.problems[:3])

@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from proveniq.adapters.local.bus import InProcessBus
-from proveniq.adapters.postgres.ledger import LedgerStore
+from proveniq.adapters.postgres.ledger import PostgresLedger
 from proveniq.adapters.postgres.pool import Pool, url_connector
 from proveniq.ledger.outbox import Relay
 from tests.integration.ledger_check import check_log
@@ -169,7 +169,7 @@ def test_sigkill_under_load_loses_nothing_acknowledged(
     )
     pool = Pool(url_connector(url), size=2)
     try:
-        published = Relay(store=LedgerStore(pool), publisher=bus, topic="ledger-events").sweep()
+        published = Relay(outbox=PostgresLedger(pool), bus=bus, topic="ledger-events").sweep()
         bus.flush(timeout=30)
     finally:
         bus.close()

@@ -147,7 +147,7 @@ def test_pinned_proof_outside_the_tree_is_400(stack: Any) -> None:
         ).json()["data"]["id"]
         for i in range(2)
     ]
-    runtime().sealer.seal()
+    runtime().integrator.integrate_and_publish()
     r = call(stack, "GET", f"/v1/events/{ids[1]}/proof?tree_size=1", key)
     assert r.status_code == 404  # no checkpoint of size 1 was published
     r = call(stack, "GET", f"/v1/events/{ids[1]}/proof?tree_size=2", key)

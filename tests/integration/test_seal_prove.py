@@ -12,9 +12,9 @@ import pytest
 import requests
 from click.testing import CliRunner
 
+from proveniq.adapters.postgres.ledger import CursorView
 from proveniq.app.cli import main
 from proveniq.app.runtime import runtime
-from proveniq.ledger.integration import read_nodes
 from proveniq.log import merkle, proof
 from tests.integration.ledger_check import check_log
 
@@ -47,15 +47,15 @@ def test_stored_node_proofs_equal_reference_over_irregular_seals(stack: Any) -> 
     sizes = []
     for _ in range(12):
         append(stack, rng.choice([1, 2, 3, 5, 8, 13, 31, 64, 100]), key)
-        sealed = runtime().sealer.seal()
+        sealed = runtime().integrator.integrate_and_publish()
         assert sealed is not None
         sizes.append(sealed.size)
-    assert runtime().sealer.seal() is None  # nothing new: no new checkpoint
+    assert runtime().integrator.integrate_and_publish() is None  # nothing new: no new checkpoint
     with stack.superuser() as conn:
         leaves = check_log(conn)
         cur = conn.cursor()
         for size in sizes:
-            reader = lambda ids: read_nodes(cur, ids)  # noqa: E731
+            reader = CursorView(cur).nodes
             assert proof.root_at(reader, size) == merkle.root(leaves[:size])
             for index in range(size):
                 assert proof.inclusion_proof(reader, index, size) == merkle.inclusion_proof(
@@ -74,9 +74,9 @@ def test_bundle_and_consistency_verify_offline(stack: Any, tmp_path: Path) -> No
     first = append(stack, 7, key)
     pending = get(stack, f"/v1/events/{first[3]['id']}/proof", key)
     assert pending.status_code == 202 and pending.headers["Retry-After"] == "1"
-    runtime().sealer.seal()
+    runtime().integrator.integrate_and_publish()
     append(stack, 12, key, subject="clm_2")
-    runtime().sealer.seal()
+    runtime().integrator.integrate_and_publish()
 
     pem = get(stack, "/v1/log/public-key", key)
     assert pem.status_code == 200 and "BEGIN PUBLIC KEY" in pem.text
@@ -158,7 +158,7 @@ def test_bundle_and_consistency_verify_offline(stack: Any, tmp_path: Path) -> No
 
 def test_reads_are_tenant_scoped(stack: Any) -> None:
     acme = append(stack, 3, stack.keys["acme:MEMBER"], subject="clm_secret")
-    runtime().sealer.seal()
+    runtime().integrator.integrate_and_publish()
     globex = stack.keys["globex:MEMBER"]
     eid = acme[0]["id"]
     for path in (
@@ -212,7 +212,7 @@ def test_concurrent_seals_make_one_checkpoint(stack: Any) -> None:
 
     def run() -> None:
         barrier.wait()
-        results.append(runtime().sealer.seal())
+        results.append(runtime().integrator.integrate_and_publish())
 
     threads = [threading.Thread(target=run) for _ in range(2)]
     for t in threads:
@@ -231,7 +231,7 @@ def test_write_with_wait_proof(stack: Any) -> None:
 
     def sealer() -> None:
         while not stop.wait(0.05):
-            runtime().sealer.seal()
+            runtime().integrator.integrate_and_publish()
 
     t = threading.Thread(target=sealer)
     t.start()

@@ -36,8 +36,8 @@ def test_delivers_eventarc_shaped_cloud_events_in_order(bus: InProcessBus) -> No
         Message(data=f"m{i}".encode(), attributes={"n": str(i)}, ordering_key="k" if i % 2 else "")
         for i in range(50)
     ]
-    bus.publish("ledger-events", messages[:20])
-    bus.publish("ledger-events", messages[20:])
+    bus.send("ledger-events", messages[:20])
+    bus.send("ledger-events", messages[20:])
     assert bus.flush(5)
 
     assert sub == "relay"
@@ -60,11 +60,11 @@ def test_delivers_eventarc_shaped_cloud_events_in_order(bus: InProcessBus) -> No
 def test_each_subscription_gets_messages_published_after_it(bus: InProcessBus) -> None:
     a: list[bytes] = []
     b: list[bytes] = []
-    bus.publish("t", [Message(data=b"dropped")])  # no subscription yet: dropped, as on Pub/Sub
+    bus.send("t", [Message(data=b"dropped")])  # no subscription yet: dropped, as on Pub/Sub
     bus.subscribe("t", lambda e: a.append(pubsub_message_from_cloud_event(e).data))
-    bus.publish("t", [Message(data=b"1")])
+    bus.send("t", [Message(data=b"1")])
     bus.subscribe("t", lambda e: b.append(pubsub_message_from_cloud_event(e).data))
-    bus.publish("t", [Message(data=b"2")])
+    bus.send("t", [Message(data=b"2")])
     assert bus.flush(5)
     assert a == [b"1", b"2"]
     assert b == [b"2"]
@@ -79,7 +79,7 @@ def test_handler_failure_is_retried_then_succeeds(bus: InProcessBus) -> None:
             raise RuntimeError("transient")
 
     bus.subscribe("t", flaky)
-    bus.publish("t", [Message(data=b"x")])
+    bus.send("t", [Message(data=b"x")])
     assert bus.flush(5)
     assert len(calls) == 3 and len(set(calls)) == 1
     assert bus.dead_letters == []
@@ -97,7 +97,7 @@ def test_persistent_failure_is_dead_lettered_and_delivery_goes_on(
         delivered.append(data)
 
     bus.subscribe("t", handler, subscription="s")
-    bus.publish("t", [Message(data=b"a"), Message(data=b"poison"), Message(data=b"b")])
+    bus.send("t", [Message(data=b"a"), Message(data=b"poison"), Message(data=b"b")])
     assert bus.flush(5)
 
     assert delivered == [b"a", b"b"]
@@ -118,14 +118,14 @@ def test_close_drains_then_rejects_publish() -> None:
         got.append(pubsub_message_from_cloud_event(event).data)
 
     bus.subscribe("t", slow)
-    bus.publish("t", [Message(data=str(i).encode()) for i in range(5)])
+    bus.send("t", [Message(data=str(i).encode()) for i in range(5)])
     threading.Timer(0.05, gate.set).start()
     started = time.monotonic()
     bus.close()
     assert got == [b"0", b"1", b"2", b"3", b"4"]
     assert time.monotonic() - started < 5
     with pytest.raises(Unavailable):
-        bus.publish("t", [Message(data=b"late")])
+        bus.send("t", [Message(data=b"late")])
 
 
 def test_topics_are_delivered_independently(bus: InProcessBus) -> None:
@@ -133,8 +133,8 @@ def test_topics_are_delivered_independently(bus: InProcessBus) -> None:
     other: list[bytes] = []
     bus.subscribe("slow", lambda e: blocked.wait(5))
     bus.subscribe("fast", lambda e: other.append(pubsub_message_from_cloud_event(e).data))
-    bus.publish("slow", [Message(data=b"s")])
-    bus.publish("fast", [Message(data=b"f")])
+    bus.send("slow", [Message(data=b"s")])
+    bus.send("fast", [Message(data=b"f")])
     deadline = time.monotonic() + 5
     while not other and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -146,7 +146,7 @@ def test_topics_are_delivered_independently(bus: InProcessBus) -> None:
 def test_publish_rejects_non_bytes_data(bus: InProcessBus) -> None:
     bus.subscribe("t", lambda e: None)
     with pytest.raises(ValidationError):
-        bus.publish("t", [Message(data="text")])  # type: ignore[arg-type]
+        bus.send("t", [Message(data="text")])  # type: ignore[arg-type]
 
 
 # -- proveniq.cloudevents ---------------------------------------------------------------------

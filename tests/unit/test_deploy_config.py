@@ -19,7 +19,6 @@ import textwrap
 from functools import cache
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import hcl2
 import pytest
@@ -381,47 +380,11 @@ def operations() -> dict[tuple[str, str], tuple[dict[str, Any], str]]:
     return out
 
 
-def route_template(pattern: str) -> str:
-    """A route regex as a path template: each (?P<name>...) group becomes {}."""
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("(?P<", i):
-            depth, j = 0, i
-            while True:
-                c = pattern[j]
-                if c == "\\":
-                    j += 2
-                    continue
-                if c == "(":
-                    depth += 1
-                elif c == ")":
-                    depth -= 1
-                    if depth == 0:
-                        break
-                j += 1
-            out.append("{}")
-            i = j + 1
-        elif pattern[i] == "\\":
-            out.append(pattern[i + 1])
-            i += 2
-        else:
-            out.append(pattern[i])
-            i += 1
-    template = "".join(out)
-    assert not re.search(r"[()\[\]*+?|^$]", template), f"cannot map route {pattern!r}"
-    return template
-
-
 def route_table(directory: str) -> set[tuple[str, str]]:
-    """The (METHOD, template) routes a gateway-backed HTTP function serves (proveniq.api)."""
-    from proveniq.edge import routes as api
+    """The (METHOD, template) routes an HTTP function serves, from the single route map."""
+    from proveniq.edge.routes import specs_for
 
-    source = (ROOT / "functions" / directory / "main.py").read_text()
-    m = re.search(r"api\.(\w+_routes)\b", source)
-    assert m, f"functions/{directory}/main.py does not serve an api.*_routes table"
-    routes = getattr(api, m.group(1))(mock.MagicMock())
-    return {(r.method, route_template(r.pattern)) for r in routes}
+    return {(s.method, re.sub(r"\{\w+\}", "{}", s.path)) for s in specs_for(directory)}
 
 
 # ==============================================================================================
@@ -659,15 +622,27 @@ def test_openapi_covers_every_route_of_the_gateway_functions() -> None:
 
 
 def test_openapi_agrees_with_the_local_gateway() -> None:
-    from proveniq.app.localstack import GATEWAY
+    from proveniq.app.localstack import gateway_function
+    from proveniq.edge.routes import ROUTES
 
+    samples = {s.regex: s.path for s in ROUTES}
     for (method, template), (_, directory) in operations().items():
-        path = template.replace("{}", "x1")
-        routed = next(
-            (fn for m, p, fn in GATEWAY if re.fullmatch(p, path) and re.fullmatch(m, method)),
-            None,
-        )
+        spec = next(s for s in ROUTES if re.sub(r"\{\w+\}", "{}", s.path) == template)
+        path = _sample_path(spec.path)
+        assert spec.regex.fullmatch(path), (path, samples[spec.regex])
+        routed = gateway_function(method, path, http_apps=function_dirs())
         assert routed == directory, f"{method} {path}: local gateway -> {routed}, GCP {directory}"
+
+
+def _sample_path(template: str) -> str:
+    examples = {
+        "event_id": "evt_" + "0" * 32,
+        "leaf_hash": "a" * 64,
+        "subject": "clm_1",
+        "size": "12",
+        "key_id": "key_" + "0" * 12,
+    }
+    return re.sub(r"\{(\w+)\}", lambda m: examples[m.group(1)], template)
 
 
 def test_gateway_template_passes_every_gateway_function_url() -> None:

@@ -17,13 +17,9 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from proveniq.adapters.local.keyfile import (
-    PublicKey,
-    load_or_create_signer,
-    load_public_key,
-    write_public_key_pem,
-)
+from proveniq.adapters.local.keyfile import load_or_create_signer, write_public_key_pem
 from proveniq.errors import FormatError
+from proveniq.log.keys import PublicKey, load_public_key
 from proveniq.log.note import open_note, sign_note
 from proveniq.log.signer import verifier_key_string
 

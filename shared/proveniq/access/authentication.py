@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from cachetools import TTLCache
 
 from proveniq.access import apikeys
-from proveniq.adapters.postgres.accounts import Accounts, KeyRecord, principal_of
+from proveniq.access.accounts import Accounts, principal_of
 from proveniq.errors import AuthInvalid, AuthRequired, NotFound
-from proveniq.ports import IdentityVerifier, Principal
+from proveniq.ports import IdentityVerifier, KeyRecord, Principal
 
 KEY_CACHE_SECONDS = 5
 

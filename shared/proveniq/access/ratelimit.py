@@ -1,6 +1,6 @@
-"""Rate limits per tier (Core manual §8.3) as token buckets in PostgreSQL, so every instance
-enforces the same budget. Capacity = burst, refill = requests-per-minute / 60 per second.
-The `internal` tier (the operator's own devices and benchmarks) is not limited."""
+"""Rate limits per tier (Core manual §8.3) as token buckets: capacity = burst, refill =
+requests-per-minute / 60 per second. The `internal` tier (the operator's own devices and
+benchmarks) is not limited; an unknown tier is treated as `free`, never as unlimited."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import math
 import time
 from dataclasses import dataclass
 
-from proveniq.adapters.postgres.pool import Pool
 from proveniq.errors import RateLimited
+from proveniq.ports import RateBuckets
 
 UNLIMITED = "internal"
 TIERS: dict[str, tuple[int, int]] = {  # tier -> (requests per minute, burst)
@@ -34,26 +34,16 @@ class Budget:
 
 
 class RateLimiter:
-    def __init__(self, pool: Pool) -> None:
-        self.pool = pool
+    def __init__(self, buckets: RateBuckets) -> None:
+        self.buckets = buckets
 
     def take(self, *, bucket: str, tier: str) -> Budget | None:
-        """Spend one token or raise RateLimited; None for the unlimited `internal` tier.
-        An unknown tier is treated as `free`, never as unlimited."""
+        """Spend one token or raise RateLimited; None for the unlimited `internal` tier."""
         if tier == UNLIMITED:
             return None
         rpm, burst = TIERS.get(tier, TIERS["free"])
         rate = rpm / 60.0
-        with self.pool.transaction() as cur:
-            cur.execute(
-                "INSERT INTO rate_buckets AS b (bucket, tokens, updated_at) "
-                "VALUES (%s, %s::float8 - 1, clock_timestamp()) ON CONFLICT (bucket) DO UPDATE SET "
-                "tokens = GREATEST(-1, LEAST(%s::float8, b.tokens + %s::float8 * EXTRACT(EPOCH "
-                "FROM (clock_timestamp() - b.updated_at))::float8) - 1), "
-                "updated_at = clock_timestamp() RETURNING tokens",
-                (bucket, float(burst), float(burst), rate),
-            )
-            (tokens,) = cur.fetchone()
+        tokens = self.buckets.take(bucket=bucket, capacity=burst, refill_per_second=rate)
         now = time.time()
         if tokens < 0:
             wait = max(1, math.ceil(-tokens / rate))

@@ -9,13 +9,13 @@ from typing import Any, Literal
 
 import click
 
-from proveniq.adapters.local.keyfile import load_public_key
 from proveniq.errors import ProveniqError, ValidationError, VerificationError
 from proveniq.log import merkle
 from proveniq.log.bundle import Bundle, verifiers_for, verify_bundle
 from proveniq.log.canonical import parse_strict
 from proveniq.log.checkpoint import open_checkpoint
 from proveniq.log.entry import hex32
+from proveniq.log.keys import load_public_key
 
 EXIT_FAILED = 1
 EXIT_MALFORMED = 2
@@ -126,15 +126,13 @@ def demo(out_dir: Path, entries: int) -> None:
 )
 def serve(host: str, port: int | None, workers: int) -> None:
     """Run the whole system locally: embedded PostgreSQL, functions, gateway, bus."""
-    import dataclasses
-
     from proveniq.app import localstack
     from proveniq.settings import Settings
 
-    settings = Settings.from_env()
-    if port is not None:
-        settings = dataclasses.replace(settings, port=port)
     with _reporting():
+        settings = Settings.from_env()
+        if port is not None:
+            settings = settings.model_copy(update={"port": port})
         localstack.run(settings, host=host, echo=click.echo, workers=workers)
 
 
@@ -211,10 +209,9 @@ def audit(key_file: Path | None) -> None:
             ]
         else:
             verifiers = rt.verifiers()
-        with rt.pool.transaction() as cur:
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        with rt.ledger.audit_snapshot() as view:
             report = run_audit(
-                cur,
+                view,
                 verifiers,
                 origin=rt.settings.log_origin,
                 progress=lambda m: click.echo(m, err=True),
@@ -240,9 +237,9 @@ def migrate() -> None:
     with _reporting():
         settings = Settings.from_env()
         if settings.database_url:
-            from proveniq.adapters.postgres import pool as db
+            from proveniq.adapters.postgres import pool
 
-            db.migrate(db.url_connector(settings.database_url))
+            pool.migrate(pool.url_connector(settings.database_url))
         else:
             localstack.prepare(settings)
         click.echo("migrations applied")

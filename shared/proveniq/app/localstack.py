@@ -8,10 +8,9 @@ creates a demo partner and a global admin key (stored in `.proveniq/*-api-key`, 
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -21,6 +20,7 @@ from typing import Any
 
 from werkzeug.serving import WSGIRequestHandler
 
+from proveniq.edge.routes import function_for, http_functions
 from proveniq.errors import Unavailable
 from proveniq.ports import Message
 from proveniq.settings import Settings
@@ -29,37 +29,36 @@ log = logging.getLogger("proveniq.localstack")
 SWEEP_MIN_AGE_SECONDS = 5.0  # leave in-flight publishes to the request that makes them
 ROOT = Path(__file__).resolve().parents[3]
 
-# (method regex, path regex, function) in API Gateway order; first match wins.
-GATEWAY: list[tuple[str, str, str]] = [
-    ("GET", r"/(health|ready)", "write_event"),
-    (".*", r"/v1/admin/.*", "admin"),
-    ("POST", r"/v1/events(:batch)?", "write_event"),
-    ("GET", r"/v1/(events|leaves|subjects|checkpoints|proofs|log)(/.*)?", "get_proof"),
-    ("POST", r"/v1/(proofs:batch|proofs/verify|claims/.*)", "get_proof"),
-]
-# function directory -> (target, signature type)
-FUNCTIONS = {
-    "write_event": ("write_event", "http"),
-    "admin": ("admin", "http"),
-    "get_proof": ("get_proof", "http"),
-    "batch_merkle": ("batch_merkle", "cloudevent"),
-}
+
+def function_dirs() -> list[str]:
+    """Every function of the system: one folder under functions/ with a main.py each."""
+    return sorted(p.parent.name for p in (ROOT / "functions").glob("*/main.py"))
+
+
+def gateway_function(method: str, path: str, *, http_apps: Iterable[str]) -> str | None:
+    """Which function serves `method path` (health goes to the first HTTP function)."""
+    name = function_for(method, path.rstrip("/") or "/")
+    if name == "*":
+        served = [f for f in http_functions() if f in set(http_apps)]
+        return "write_event" if "write_event" in served else (served[0] if served else None)
+    return name
 
 
 def gateway(apps: dict[str, Callable[..., Any]]) -> Callable[..., Any]:
-    routes = [(re.compile(m), re.compile(p), name) for m, p, name in GATEWAY if name in apps]
+    """The local API Gateway: routes each request to the function the route map names."""
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/")
-        for m, p, name in routes:
-            if p.fullmatch(path) and m.fullmatch(method):
-                result: Iterable[bytes] = apps[name](environ, start_response)
-                return result
-        body = (
-            b'{"success":false,"error":{"code":"NOT_FOUND","message":"no route for '
-            + path.encode("utf-8", "replace")[:200]
-            + b'"}}'
-        )
+        name = gateway_function(method, path, http_apps=apps)
+        if name is not None and name in apps:
+            result: Iterable[bytes] = apps[name](environ, start_response)
+            return result
+        body = json.dumps(
+            {
+                "success": False,
+                "error": {"code": "NOT_FOUND", "message": f"no route for {method} {path[:200]}"},
+            }
+        ).encode()
         start_response("404 Not Found", [("Content-Type", "application/json")])
         return [body]
 
@@ -77,19 +76,18 @@ def prepare(settings: Settings) -> Settings:
             user=settings.db_user, database=settings.db_name
         )
     os.environ.setdefault("PROVENIQ_STATE_DIR", str(settings.state_dir))
-    return dataclasses.replace(Settings.from_env(), port=settings.port)
+    return Settings.from_env().model_copy(update={"port": settings.port})
 
 
 def build_apps() -> dict[str, Callable[..., Any]]:
     from functions_framework import create_app
 
     apps = {}
-    for directory, (target, kind) in FUNCTIONS.items():
+    for directory in function_dirs():  # each main.py's decorator declares its signature type
         source = ROOT / "functions" / directory / "main.py"
-        if source.exists():
-            apps[directory] = create_app(  # type: ignore[no-untyped-call]
-                target=target, source=str(source), signature_type=kind
-            )
+        apps[directory] = create_app(  # type: ignore[no-untyped-call]
+            target=directory, source=str(source)
+        )
     return apps
 
 

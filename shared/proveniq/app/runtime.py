@@ -1,121 +1,144 @@
-"""The one cached factory every function uses: settings -> pool, store, ports, services.
+"""The composition root: settings -> adapters -> use cases -> handlers, built once per process.
 
-Clients are built on first use, never at import (cold starts stay cheap).
+`Runtime.from_settings` picks adapters by `settings.backend` (named variants `local` and `gcp`);
+tests inject their own (`Runtime.build(settings, bus=...)`). Clients are built on first use,
+never at import, so cold starts stay cheap. Nothing below `app` fetches this runtime.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cachetools import TTLCache
-
+from proveniq.access.accounts import Accounts
 from proveniq.access.authentication import Authenticator
+from proveniq.access.gate import Gate
 from proveniq.access.ratelimit import RateLimiter
-from proveniq.adapters.postgres import pool as db
-from proveniq.adapters.postgres.accounts import Accounts
-from proveniq.adapters.postgres.ledger import LedgerStore
-from proveniq.adapters.postgres.pool import Pool
-from proveniq.edge.http import Edge
-from proveniq.edge.proofs import ProofService
-from proveniq.edge.write import AppendService
-from proveniq.errors import NotFound, ValidationError
-from proveniq.ledger.integration import Sealer
+from proveniq.adapters.postgres import pool as pg
+from proveniq.adapters.postgres.accounts import PostgresAccounts
+from proveniq.adapters.postgres.ledger import PostgresLedger
+from proveniq.adapters.postgres.ratebuckets import PostgresRateBuckets
+from proveniq.edge.admin import AdminHandlers
+from proveniq.edge.health import HealthHandlers
+from proveniq.edge.http import Route
+from proveniq.edge.proofs import ProofHandlers
+from proveniq.edge.routes import routes_for
+from proveniq.edge.write import WriteHandlers
+from proveniq.errors import ValidationError
+from proveniq.ledger.claims import ClaimVerification
+from proveniq.ledger.integration import Integrator
 from proveniq.ledger.outbox import Relay
+from proveniq.ledger.proofs import Proofs
+from proveniq.ledger.publishing import CheckpointPublisher
+from proveniq.ledger.queries import Queries
+from proveniq.ledger.sequencing import Sequencer
 from proveniq.log.note import NoteVerifier
 from proveniq.log.signer import Signer
-from proveniq.ports import IdentityVerifier, Principal, Publisher
+from proveniq.ports import Bus, IdentityVerifier
 from proveniq.settings import Settings
 
 log = logging.getLogger("proveniq.runtime")
-TIER_CACHE_SECONDS = 30
 
 
-@dataclass(eq=False)  # hashed by identity: route tables are cached per runtime
-class Runtime(Edge):
+@dataclass(eq=False)
+class Runtime:
     settings: Settings
-    pool: Pool
-    store: LedgerStore
+    pool: pg.Pool
+    ledger: PostgresLedger
     accounts: Accounts
-    authenticator: Authenticator
-    limiter: RateLimiter
-    publisher: Publisher
+    gate: Gate
+    bus: Bus
     relay: Relay
-    append: AppendService
-    signer: Signer  # the primary key, served as the log's public key
-    signers: list[Signer]
-    sealer: Sealer
-    prove: ProofService
-    _tiers: TTLCache[str, str | None] = field(
-        default_factory=lambda: TTLCache(maxsize=10_000, ttl=TIER_CACHE_SECONDS)
-    )
-    _tier_lock: threading.Lock = field(default_factory=threading.Lock)
+    sequencer: Sequencer
+    publisher: CheckpointPublisher
+    integrator: Integrator
+    proofs: Proofs
+    queries: Queries
+    claims: ClaimVerification
+    _route_cache: dict[str, list[Route]] = field(default_factory=dict, init=False)
 
-    def authenticate(self, headers: Any) -> Principal:
-        return self.authenticator.authenticate(headers)
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        bus: Bus | None = None,
+        signers: list[Signer] | None = None,
+        identity: IdentityVerifier | None = None,
+    ) -> Runtime:
+        pool = pg.Pool(_connector(settings), size=settings.pool_size)
+        ledger = PostgresLedger(pool)
+        accounts = Accounts(PostgresAccounts(pool))
+        the_bus = bus or _bus(settings)
+        relay = Relay(outbox=ledger, bus=the_bus, topic=settings.pubsub_topic)
+        publisher = CheckpointPublisher(
+            origin=settings.log_origin, signers=signers or _signers(settings)
+        )
+        proofs = Proofs(reader=ledger, publisher=publisher)
+        queries = Queries(reader=ledger)
+        return cls(
+            settings=settings,
+            pool=pool,
+            ledger=ledger,
+            accounts=accounts,
+            gate=Gate(
+                authenticator=Authenticator(
+                    accounts=accounts, identity=identity or _identity(settings)
+                ),
+                limiter=RateLimiter(PostgresRateBuckets(pool)),
+                accounts=accounts,
+            ),
+            bus=the_bus,
+            relay=relay,
+            sequencer=Sequencer(store=ledger, relay=relay, reader=ledger),
+            publisher=publisher,
+            integrator=Integrator(store=ledger, publisher=publisher),
+            proofs=proofs,
+            queries=queries,
+            claims=ClaimVerification(queries=queries, proofs=proofs),
+        )
 
-    def rate_limit(self, principal: Principal, tenant: str | None) -> Mapping[str, str]:
-        # One bucket per organization, sized by that organization's tier (not by whatever tier
-        # a token claims); platform credentials without an organization get their own bucket.
-        if principal.tenant is not None:
-            bucket, tier = principal.tenant, self._tier(principal.tenant) or "free"
-        else:
-            bucket, tier = principal.subject, principal.tier
-        budget = self.limiter.take(bucket=bucket, tier=tier)
-        return budget.headers() if budget else {}
+    @classmethod
+    def local(cls, settings: Settings, **overrides: Any) -> Runtime:
+        """Embedded (or configured) PostgreSQL, key files, the in-process bus."""
+        return cls.build(settings.model_copy(update={"backend": "local"}), **overrides)
+
+    @classmethod
+    def gcp(cls, settings: Settings, **overrides: Any) -> Runtime:
+        """Cloud SQL, Cloud KMS, Pub/Sub, Firebase."""
+        return cls.build(settings.model_copy(update={"backend": "gcp"}), **overrides)
 
     def verifiers(self) -> list[NoteVerifier]:
+        return self.publisher.verifiers()
+
+    def routes(self, function: str) -> list[Route]:
+        """The HTTP routes of one function (from the single route map), cached."""
+        with _lock:
+            cached = self._route_cache.get(function)
+            if cached is None:
+                cached = self._route_cache[function] = routes_for(function, *self._handlers())
+            return cached
+
+    def _handlers(self) -> list[object]:
         return [
-            NoteVerifier.from_public_key(name=s.name, public_key=s.public_key) for s in self.signers
+            HealthHandlers(ready=self.ready),
+            WriteHandlers(sequencer=self.sequencer, queries=self.queries, proofs=self.proofs),
+            ProofHandlers(proofs=self.proofs, queries=self.queries, claims=self.claims),
+            AdminHandlers(accounts=self.accounts),
         ]
-
-    def check_tenant(self, tenant: str) -> None:
-        if self._tier(tenant) is None:
-            raise NotFound(f"organization {tenant} does not exist")
-
-    def _tier(self, partner_id: str) -> str | None:
-        with self._tier_lock:
-            if partner_id in self._tiers:
-                return self._tiers[partner_id]
-        tier = self.accounts.partner_tier(partner_id)
-        with self._tier_lock:
-            self._tiers[partner_id] = tier
-        return tier
 
     def ready(self) -> None:
         with self.pool.transaction() as cur:
             cur.execute("SELECT 1")
 
-
-def build(settings: Settings, *, publisher: Publisher | None = None) -> Runtime:
-    pool = Pool(_connector(settings), size=settings.pool_size)
-    store = LedgerStore(pool)
-    accounts = Accounts(pool)
-    pub = publisher or _publisher(settings)
-    relay = Relay(store=store, publisher=pub, topic=settings.pubsub_topic)
-    signers = _signers(settings)
-    prove = ProofService(pool=pool, store=store, signers=signers)
-    return Runtime(
-        settings=settings,
-        pool=pool,
-        store=store,
-        accounts=accounts,
-        authenticator=Authenticator(accounts=accounts, identity=_identity(settings)),
-        limiter=RateLimiter(pool),
-        publisher=pub,
-        relay=relay,
-        append=AppendService(store=store, relay=relay, prove=prove),
-        signer=signers[0],
-        signers=signers,
-        sealer=Sealer(pool=pool, signers=signers, origin=settings.log_origin),
-        prove=prove,
-    )
+    def describe(self) -> dict[str, Any]:
+        s = self.settings
+        return {"backend": s.backend, "origin": s.log_origin, "topic": s.pubsub_topic}
 
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _current: Runtime | None = None
 
 
@@ -129,13 +152,20 @@ def runtime() -> Runtime:
                 from proveniq.app import logs
 
                 logs.setup()
-                _current = build(Settings.from_env())
+                _current = Runtime.build(Settings.from_env())
             rt = _current
     return rt
 
 
+def install_runtime(rt: Runtime) -> None:
+    """Use `rt` as the process-wide runtime (tests that inject adapters)."""
+    global _current
+    with _lock:
+        _current = rt
+
+
 def release_runtime() -> None:
-    """Flush outbox marks, close the publisher, close the pool, forget the runtime."""
+    """Flush outbox marks, close the bus, close the pool, forget the runtime."""
     global _current
     with _lock:
         rt, _current = _current, None
@@ -144,32 +174,32 @@ def release_runtime() -> None:
     try:
         rt.relay.flush_marks()
     except Exception:
-        log.warning("could not flush outbox marks; the next sweep re-publishes them")
-    close = getattr(rt.publisher, "close", None)
+        log.warning("could not flush outbox marks; the next sweep re-sends them")
+    close = getattr(rt.bus, "close", None)
     if close is not None:
         close()
     rt.pool.dispose()
 
 
-def _connector(settings: Settings) -> db.Connect:
+def _connector(settings: Settings) -> pg.Connect:
     if settings.backend == "gcp":
         from proveniq.adapters.gcp.cloudsql import cloudsql_connector
 
         return cloudsql_connector(settings)
     if settings.database_url:
-        return db.url_connector(settings.database_url)
+        return pg.url_connector(settings.database_url)
     from proveniq.adapters.local import postgres
 
     server = postgres.prepare(settings.state_dir / "pg", database=settings.db_name)
-    return db.url_connector(server.url(user=settings.db_user, database=settings.db_name))
+    return pg.url_connector(server.url(user=settings.db_user, database=settings.db_name))
 
 
-def _publisher(settings: Settings) -> Publisher:
+def _bus(settings: Settings) -> Bus:
     if settings.backend == "gcp":
-        from proveniq.adapters.gcp.pubsub import PubSubPublisher
+        from proveniq.adapters.gcp.pubsub import PubSubBus
 
         assert settings.gcp_project is not None
-        return PubSubPublisher(project=settings.gcp_project)
+        return PubSubBus(project=settings.gcp_project)
     from proveniq.adapters.local.bus import InProcessBus
 
     return InProcessBus()
@@ -198,8 +228,3 @@ def _identity(settings: Settings) -> IdentityVerifier | None:
     from proveniq.adapters.gcp.firebase import FirebaseIdentity
 
     return FirebaseIdentity(project_id=settings.firebase_project)
-
-
-def describe(rt: Runtime) -> dict[str, Any]:
-    s = rt.settings
-    return {"backend": s.backend, "origin": s.log_origin, "topic": s.pubsub_topic}

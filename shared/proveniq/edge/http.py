@@ -12,7 +12,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from flask import Request, Response
 
@@ -26,7 +26,6 @@ from proveniq.errors import (
     RateLimited,
     ValidationError,
 )
-from proveniq.log.canonical import parse_strict
 from proveniq.ports import Principal
 
 log = logging.getLogger("proveniq.http")
@@ -60,7 +59,7 @@ Handler = Callable[[Call], Reply]
 @dataclass(frozen=True)
 class Route:
     method: str
-    pattern: str
+    pattern: re.Pattern[str]
     handler: Handler
     permission: str | None  # None: public (health)
     tenant_scoped: bool = True
@@ -68,25 +67,21 @@ class Route:
     def match(self, method: str, path: str) -> dict[str, str] | None:
         if method != self.method:
             return None
-        m = re.fullmatch(self.pattern, path)
+        m = self.pattern.fullmatch(path)
         return m.groupdict() if m else None
 
 
-class Edge:
-    """Authentication and rate limiting hooks the router calls (built by the runtime)."""
+class Gate(Protocol):
+    """Authentication, rate limits and tenant checks (`proveniq.access.gate.Gate`)."""
 
-    def authenticate(self, headers: Any) -> Principal:
-        raise NotImplementedError
+    def authenticate(self, headers: Any) -> Principal: ...
 
-    def rate_limit(self, principal: Principal, tenant: str | None) -> Mapping[str, str]:
-        raise NotImplementedError
+    def rate_limit(self, principal: Principal, tenant: str | None) -> Mapping[str, str]: ...
 
-    def check_tenant(self, tenant: str) -> None:
-        """Raise NotFound unless `tenant` is an existing organization."""
-        raise NotImplementedError
+    def check_tenant(self, tenant: str) -> None: ...
 
 
-def serve(request: Request, routes: Sequence[Route], edge: Edge, *, max_body: int) -> Response:
+def serve(request: Request, routes: Sequence[Route], edge: Gate, *, max_body: int) -> Response:
     extra: dict[str, str] = {}
     try:
         route, params = _route(routes, request)
@@ -168,7 +163,7 @@ def _route(routes: Sequence[Route], request: Request) -> tuple[Route, dict[str, 
         params = r.match(request.method, path)
         if params is not None:
             return r, params
-        if re.fullmatch(r.pattern, path):
+        if r.pattern.fullmatch(path):
             methods.append(r.method)
     if methods:
         raise MethodNotAllowed(f"{request.method} is not allowed here; use {', '.join(methods)}")
@@ -188,14 +183,3 @@ def _body(request: Request, limit: int) -> bytes:
 
 
 _ANONYMOUS = Principal(subject="anonymous", tenant=None, org_role=None)
-
-
-def json_object(body: bytes, allowed: set[str]) -> dict[str, Any]:
-    """A small JSON request object with only the `allowed` keys (strict parsing)."""
-    doc = parse_strict(body or b"{}")
-    if not isinstance(doc, dict):
-        raise ValidationError("request body must be a JSON object", field="body")
-    unknown = sorted(doc.keys() - allowed)
-    if unknown:
-        raise ValidationError(f"unknown fields: {', '.join(unknown)}", field=unknown[0])
-    return doc

@@ -1,138 +1,114 @@
-"""Route tables of the HTTP functions (the paths match terraform's API Gateway config)."""
+"""The single route map: which function serves which method and path, with what permission.
+
+The function entry points, the local gateway (`proveniq.app.localstack`) and the API Gateway
+spec (`terraform/openapi.yaml`, checked by a test) all read this table. Paths are OpenAPI
+templates; each `{name}` matches the pattern in `PARAMS`.
+"""
 
 from __future__ import annotations
 
 import functools
 import re
-from typing import Any
+from dataclasses import dataclass
 
-from flask import Request, Response
+from proveniq.edge.http import Handler, Route
 
-from proveniq.app.runtime import Runtime, runtime
-from proveniq.edge.http import Call, Reply, Route, json_object, serve
-from proveniq.errors import NotFound, ValidationError
-
-EVENT_ID = r"(?P<id>evt_[0-9a-f]{32})"
-
-
-def health_routes(rt: Runtime) -> list[Route]:
-    def health(_: Call) -> Reply:
-        return Reply(data={"status": "ok"})
-
-    def ready(_: Call) -> Reply:
-        rt.ready()
-        return Reply(data={"status": "ready"})
-
-    return [Route("GET", "/health", health, None), Route("GET", "/ready", ready, None)]
+SUBJECT = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
+PARAMS = {
+    "event_id": r"evt_[0-9a-f]{32}",
+    "leaf_hash": r"[0-9a-f]{64}",
+    "subject": SUBJECT,
+    "size": r"[1-9][0-9]{0,17}",
+    "key_id": r"key_[0-9a-f]{12}",
+}
+READ = "asset:read"
+WRITE = "asset:create"
+ADMIN = "admin:system"
 
 
-def write_routes(rt: Runtime) -> list[Route]:
-    return [
-        Route("POST", "/v1/events", rt.append.write_one, "asset:create"),
-        Route("POST", "/v1/events:batch", rt.append.write_batch, "asset:create"),
-        *health_routes(rt),
-    ]
+@dataclass(frozen=True)
+class RouteSpec:
+    function: str  # functions/<function>/ serves it; "*" for every HTTP function (health)
+    method: str
+    path: str  # OpenAPI path template
+    handler: str  # attribute of the function's handler object
+    permission: str | None  # None: public
+    tenant_scoped: bool = True
 
-
-SUBJECT = r"(?P<subject>[A-Za-z0-9][A-Za-z0-9_.:-]{0,127})"
-
-
-def proof_routes(rt: Runtime) -> list[Route]:
-    p = rt.prove
-    read = "asset:read"
-    return [
-        Route("GET", rf"/v1/events/{EVENT_ID}/proof", p.event_proof, read),
-        Route("GET", rf"/v1/events/{EVENT_ID}", p.get_event, read),
-        Route("GET", "/v1/events", p.list_events, read),
-        Route("GET", r"/v1/leaves/(?P<leaf>[0-9a-f]{64})", p.by_leaf, read),
-        Route("GET", rf"/v1/subjects/{SUBJECT}/history", p.subject_history, read),
-        Route("POST", rf"/v1/claims/{SUBJECT}/verify", p.claim_verify, read),
-        Route("POST", "/v1/proofs:batch", p.proofs_batch, read),
-        Route("POST", "/v1/proofs/verify", p.verify, read, tenant_scoped=False),
-        Route("GET", "/v1/checkpoints/latest", p.checkpoint, read, tenant_scoped=False),
-        Route(
-            "GET",
-            r"/v1/checkpoints/(?P<size>[1-9][0-9]{0,17})",
-            p.checkpoint,
-            read,
-            tenant_scoped=False,
-        ),
-        Route("GET", "/v1/proofs/consistency", p.consistency, read, tenant_scoped=False),
-        Route("GET", "/v1/log/public-key", p.public_key, read, tenant_scoped=False),
-        *health_routes(rt),
-    ]
-
-
-def admin_routes(rt: Runtime) -> list[Route]:
-    def create_partner(call: Call) -> Reply:
-        doc = json_object(call.body, {"name", "tier"})
-        name = doc.get("name")
-        if not isinstance(name, str) or not 1 <= len(name) <= 200 or not name.isprintable():
-            raise ValidationError("name must be 1-200 printable characters", field="name")
-        tier = doc.get("tier", "free")
-        if not isinstance(tier, str):
-            raise ValidationError("tier must be a string", field="tier")
-        return Reply(status=201, data=rt.accounts.create_partner(name=name, tier=tier).to_json())
-
-    def list_partners(_: Call) -> Reply:
-        partners = [p.to_json() for p in rt.accounts.list_partners()]
-        return Reply(data=partners, meta={"total": len(partners)})
-
-    def create_key(call: Call) -> Reply:
-        doc = json_object(call.body, {"partner_id", "role", "global_role", "label"})
-        for k in ("partner_id", "role", "global_role", "label"):
-            v = doc.get(k)
-            if v is not None and (not isinstance(v, str) or len(v) > 200 or not v.isprintable()):
-                raise ValidationError(
-                    "must be a printable string of at most 200 characters", field=k
-                )
-        partner_id = doc.get("partner_id")
-        if partner_id is not None and not re.fullmatch(r"prt_[0-9a-f]{16}", partner_id):
-            raise NotFound(f"partner {partner_id} not found")
-        new, rec = rt.accounts.create_key(
-            partner_id=doc.get("partner_id"),
-            org_role=doc.get("role"),
-            global_role=doc.get("global_role") or "USER",
-            label=doc.get("label") or "",
-        )
-        return Reply(
-            status=201,
-            data={
-                "id": rec.id,
-                "prefix": rec.prefix,
-                "partner_id": rec.partner_id,
-                "role": rec.org_role,
-                "global_role": rec.global_role,
-                "api_key": new.secret,
-                "note": "shown once: store it now",
-            },
-            headers={"Cache-Control": "no-store"},
+    @functools.cached_property
+    def regex(self) -> re.Pattern[str]:
+        return re.compile(
+            re.sub(
+                r"\\{(\w+)\\}",
+                lambda m: f"(?P<{m.group(1)}>{PARAMS[m.group(1)]})",
+                re.escape(self.path),
+            )
         )
 
-    def revoke_key(call: Call) -> Reply:
-        rt.accounts.revoke_key(call.params["id"])
-        return Reply(data={"id": call.params["id"], "revoked": True})
 
-    return [
-        Route("POST", "/v1/admin/partners", create_partner, "admin:system", tenant_scoped=False),
-        Route("GET", "/v1/admin/partners", list_partners, "admin:system", tenant_scoped=False),
-        Route("POST", "/v1/admin/api-keys", create_key, "admin:system", tenant_scoped=False),
-        Route(
-            "DELETE",
-            r"/v1/admin/api-keys/(?P<id>key_[0-9a-f]{12})",
-            revoke_key,
-            "admin:system",
-            tenant_scoped=False,
-        ),
-        *health_routes(rt),
-    ]
+ROUTES: tuple[RouteSpec, ...] = (
+    RouteSpec("*", "GET", "/health", "health", None),
+    RouteSpec("*", "GET", "/ready", "ready", None),
+    # write_event: sequencing
+    RouteSpec("write_event", "POST", "/v1/events", "write_one", WRITE),
+    RouteSpec("write_event", "POST", "/v1/events:batch", "write_batch", WRITE),
+    # get_proof: proofs, checkpoints, queries
+    RouteSpec("get_proof", "GET", "/v1/events/{event_id}/proof", "event_proof", READ),
+    RouteSpec("get_proof", "GET", "/v1/events/{event_id}", "get_event", READ),
+    RouteSpec("get_proof", "GET", "/v1/events", "list_events", READ),
+    RouteSpec("get_proof", "GET", "/v1/leaves/{leaf_hash}", "by_leaf", READ),
+    RouteSpec("get_proof", "GET", "/v1/subjects/{subject}/history", "subject_history", READ),
+    RouteSpec("get_proof", "POST", "/v1/claims/{subject}/verify", "claim_verify", READ),
+    RouteSpec("get_proof", "POST", "/v1/proofs:batch", "proofs_batch", READ),
+    RouteSpec("get_proof", "POST", "/v1/proofs/verify", "verify", READ, tenant_scoped=False),
+    RouteSpec(
+        "get_proof", "GET", "/v1/checkpoints/latest", "checkpoint", READ, tenant_scoped=False
+    ),
+    RouteSpec(
+        "get_proof", "GET", "/v1/checkpoints/{size}", "checkpoint", READ, tenant_scoped=False
+    ),
+    RouteSpec(
+        "get_proof", "GET", "/v1/proofs/consistency", "consistency", READ, tenant_scoped=False
+    ),
+    RouteSpec("get_proof", "GET", "/v1/log/public-key", "public_key", READ, tenant_scoped=False),
+    # admin: partners and keys
+    RouteSpec("admin", "POST", "/v1/admin/partners", "create_partner", ADMIN, tenant_scoped=False),
+    RouteSpec("admin", "GET", "/v1/admin/partners", "list_partners", ADMIN, tenant_scoped=False),
+    RouteSpec("admin", "POST", "/v1/admin/api-keys", "create_key", ADMIN, tenant_scoped=False),
+    RouteSpec(
+        "admin", "DELETE", "/v1/admin/api-keys/{key_id}", "revoke_key", ADMIN, tenant_scoped=False
+    ),
+)
 
 
-def handle(request: Request, table: Any) -> Response:
-    rt = runtime()
-    return serve(request, _routes(table, rt), rt, max_body=rt.settings.max_body_bytes)
+def specs_for(function: str) -> list[RouteSpec]:
+    return [s for s in ROUTES if s.function in (function, "*")]
 
 
-@functools.lru_cache(maxsize=32)
-def _routes(table: Any, rt: Runtime) -> list[Route]:
-    return list(table(rt))
+def http_functions() -> list[str]:
+    return sorted({s.function for s in ROUTES if s.function != "*"})
+
+
+def routes_for(function: str, *handlers: object) -> list[Route]:
+    """The routes `function` serves, bound to the first handler object that has each method."""
+    out = []
+    for spec in specs_for(function):
+        handler: Handler | None = next(
+            (getattr(h, spec.handler) for h in handlers if hasattr(h, spec.handler)), None
+        )
+        if handler is None:
+            raise LookupError(f"no handler {spec.handler!r} for {function}")
+        out.append(Route(spec.method, spec.regex, handler, spec.permission, spec.tenant_scoped))
+    return out
+
+
+def function_for(method: str, path: str) -> str | None:
+    """Which function the gateway sends a request to: the one serving this method and path, or
+    (for a 405 answer) the first one serving the path with another method."""
+    fallback = None
+    for spec in ROUTES:
+        if spec.regex.fullmatch(path):
+            if spec.method == method:
+                return spec.function
+            fallback = fallback or spec.function
+    return fallback

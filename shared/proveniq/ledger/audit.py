@@ -12,15 +12,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from proveniq.adapters.postgres.ledger import EVENT_COLUMNS, stored_event
 from proveniq.errors import ProveniqError
 from proveniq.log import proof
 from proveniq.log.checkpoint import Checkpoint
 from proveniq.log.entry import ZERO_HASH
 from proveniq.log.integrate import MemoryNodeStore, integrate
 from proveniq.log.note import NoteVerifier, open_note, parse_note
+from proveniq.ports import AuditView, StoredCheckpoint
 
 PAGE = 20_000
 
@@ -38,7 +37,7 @@ class AuditReport:
 
 
 def audit(
-    cur: Any,
+    view: AuditView,
     verifiers: Sequence[NoteVerifier],
     *,
     origin: str | None = None,
@@ -46,29 +45,25 @@ def audit(
 ) -> AuditReport:
     report = AuditReport()
     say = progress or (lambda _: None)
-    leaves = _chain(cur, report, say)
+    leaves = _chain(view, report, say)
     tree = MemoryNodeStore()
     tree.write(integrate(tree.read, 0, leaves).new_nodes)
     say(f"rebuilt the tree of {len(leaves)} leaves")
-    _nodes(cur, tree, len(leaves), report)
-    _checkpoints(cur, tree, len(leaves), verifiers, report, origin)
+    checkpoints = view.checkpoints()
+    _nodes(view, tree, len(leaves), checkpoints, report)
+    _checkpoints(checkpoints, tree, len(leaves), verifiers, report, origin)
     say(f"checked {report.nodes} stored nodes and {report.checkpoints} checkpoints")
     return report
 
 
-def _chain(cur: Any, report: AuditReport, say: Callable[[str], None]) -> list[bytes]:
+def _chain(view: AuditView, report: AuditReport, say: Callable[[str], None]) -> list[bytes]:
     leaves: list[bytes] = []
     prev, expected_seq = ZERO_HASH, 0
     while True:
-        cur.execute(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE seq >= %s ORDER BY seq LIMIT %s",  # noqa: S608
-            (expected_seq, PAGE),
-        )
-        rows = cur.fetchall()
-        if not rows:
+        page = view.events_from(expected_seq, PAGE)
+        if not page:
             return leaves
-        for row in rows:
-            ev = stored_event(row)
+        for ev in page:
             entry, seq = ev.entry, ev.entry.seq
             if seq != expected_seq:
                 report.problems.append(f"seq {expected_seq}: missing (next stored is {seq})")
@@ -95,24 +90,23 @@ def _chain(cur: Any, report: AuditReport, say: Callable[[str], None]) -> list[by
         say(f"checked {expected_seq} entries")
 
 
-def _nodes(cur: Any, tree: MemoryNodeStore, size: int, report: AuditReport) -> None:
+def _nodes(
+    view: AuditView,
+    tree: MemoryNodeStore,
+    size: int,
+    checkpoints: Sequence[StoredCheckpoint],
+    report: AuditReport,
+) -> None:
     stored: dict[tuple[int, int], bytes] = {}
     last = (-1, -1)
     while True:
-        cur.execute(
-            "SELECT level, idx, hash FROM tree_nodes WHERE (level, idx) > (%s, %s) "
-            "ORDER BY level, idx LIMIT %s",
-            (last[0], last[1], PAGE),
-        )
-        rows = cur.fetchall()
+        rows = view.nodes_after(last, PAGE)
         if not rows:
             break
-        for level, idx, h in rows:
-            stored[(level, idx)] = bytes(h)
-        last = (rows[-1][0], rows[-1][1])
+        stored.update(rows)
+        last = rows[-1][0]
     report.nodes = len(stored)
-    cur.execute("SELECT coalesce(max(size), 0) FROM checkpoints")
-    (integrated,) = cur.fetchone()
+    integrated = max((c.size for c in checkpoints), default=0)
     for level in range(max(integrated, 1).bit_length()):
         for idx in range(integrated >> level):  # every perfect subtree a seal must have stored
             if (level, idx) not in stored:
@@ -131,17 +125,16 @@ def _nodes(cur: Any, tree: MemoryNodeStore, size: int, report: AuditReport) -> N
 
 
 def _checkpoints(
-    cur: Any,
+    checkpoints: Sequence[StoredCheckpoint],
     tree: MemoryNodeStore,
     size: int,
     verifiers: Sequence[NoteVerifier],
     report: AuditReport,
     origin: str | None,
 ) -> None:
-    cur.execute("SELECT size, root, note FROM checkpoints ORDER BY size")
-    rows = cur.fetchall()
-    report.checkpoints = len(rows)
-    for csize, croot, note in rows:
+    report.checkpoints = len(checkpoints)
+    for c in checkpoints:
+        csize, croot, note = c.size, c.root, c.note
         where = f"checkpoint {csize}"
         try:
             open_note(note, verifiers)

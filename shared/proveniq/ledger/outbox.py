@@ -1,7 +1,8 @@
-"""Outbox relay: publish committed events to `ledger-events`, then mark them sent.
+"""The outbox and its relay: send committed events to the Pub/Sub topic `ledger-events`, then
+mark their outbox rows as sent.
 
-The write path publishes right after commit; anything left unsent (a crash between commit and
-publish, Pub/Sub unavailable) is swept later. Delivery is at least once: consumers dedupe by
+Sequencing relays right after commit; anything left unsent (a crash between commit and send,
+Pub/Sub unavailable) is swept later. Delivery is at least once: consumers dedupe by
 event id (the `event_id` attribute).
 """
 
@@ -14,9 +15,8 @@ import threading
 import time
 from collections.abc import Sequence
 
-from proveniq.adapters.postgres.ledger import LedgerStore, StoredEvent
 from proveniq.errors import Unavailable
-from proveniq.ports import Message, Publisher
+from proveniq.ports import Bus, Message, Outbox, StoredEvent
 
 log = logging.getLogger("proveniq.relay")
 MARK_BATCH_SECONDS = 0.05
@@ -38,29 +38,29 @@ def message_for(ev: StoredEvent) -> Message:
 
 
 class Relay:
-    """Publishes after commit. Marking rows as sent is batched on a background thread: a mark
-    lost in a crash only causes a re-publish by the sweep, never a lost event."""
+    """Relays after commit. Marking rows as sent is batched on a background thread: a mark
+    lost in a crash only causes a re-send by the sweep, never a lost event."""
 
-    def __init__(self, *, store: LedgerStore, publisher: Publisher, topic: str) -> None:
-        self.store = store
-        self.publisher = publisher
+    def __init__(self, *, outbox: Outbox, bus: Bus, topic: str) -> None:
+        self.outbox = outbox
+        self.bus = bus
         self.topic = topic
         self._marks: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
         self._marker: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def publish(self, events: Sequence[StoredEvent], *, mark_now: bool = False) -> bool:
-        """Publish and mark; False (logged, left for the sweep) if Pub/Sub is unavailable."""
+    def relay(self, events: Sequence[StoredEvent], *, mark_now: bool = False) -> bool:
+        """Send and mark; False (logged, left for the sweep) if Pub/Sub is unavailable."""
         if not events:
             return True
         try:
-            self.publisher.publish(self.topic, [message_for(ev) for ev in events])
+            self.bus.send(self.topic, [message_for(ev) for ev in events])
         except Unavailable as e:
-            log.warning("publish deferred to the outbox sweep: %s", e.message)
+            log.warning("relay deferred to the outbox sweep: %s", e.message)
             return False
         seqs = [ev.entry.seq for ev in events]
         if mark_now:
-            self.store.mark_published(seqs)
+            self.outbox.mark_relayed(seqs)
         else:
             self._ensure_marker()
             self._marks.put(seqs)
@@ -74,7 +74,7 @@ class Relay:
                 batch += self._marks.get_nowait()
             except queue.Empty:
                 break
-        self.store.mark_published(batch)
+        self.outbox.mark_relayed(batch)
 
     def _ensure_marker(self) -> None:
         with self._lock:
@@ -94,16 +94,16 @@ class Relay:
                 except queue.Empty:
                     break
             try:
-                self.store.mark_published(batch)
-            except Exception:  # the sweep re-publishes whatever stays unmarked
-                log.warning("could not mark %d outbox rows as published", len(batch), exc_info=True)
+                self.outbox.mark_relayed(batch)
+            except Exception:  # the sweep re-sendes whatever stays unmarked
+                log.warning("could not mark %d outbox rows as relayed", len(batch), exc_info=True)
 
     def sweep(self, *, batch: int = 500, min_age_seconds: float = 0) -> int:
-        """Publish everything still unsent; returns how many were published."""
+        """Relay everything still unsent; returns how many were sent."""
         total = 0
         while True:
-            pending = self.store.unpublished(limit=batch, min_age_seconds=min_age_seconds)
-            if not pending or not self.publish(pending, mark_now=True):
+            pending = self.outbox.unrelayed(limit=batch, min_age_seconds=min_age_seconds)
+            if not pending or not self.relay(pending, mark_now=True):
                 return total
             total += len(pending)
             if len(pending) < batch:

@@ -15,8 +15,11 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from proveniq.errors import FieldIssue, PayloadTooLarge, ValidationError
+from proveniq.ledger import lifecycle
 from proveniq.log.canonical import canonicalize, parse_strict
 from proveniq.log.chain import Draft
+from proveniq.log.timefmt import format_time
+from proveniq.ports import NewEvent
 
 M = TypeVar("M", bound=BaseModel)
 MAX_EVENTS_PER_BATCH = 1000
@@ -43,6 +46,21 @@ class EventSubmission(BaseModel):
     subject: SubjectId
     payload: dict[str, Any] = Field(default_factory=dict)
     occurred_at: str | None = Field(default=None, max_length=40)
+
+
+SystemEventType = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^(asset|document|claim|custody|device|risk)\.[a-z][a-z0-9_]{0,48}(\.[a-z][a-z0-9_]{0,48})?$"
+    ),
+]
+
+
+class SystemEventSubmission(EventSubmission):
+    """What the ledger's own followers and intakes may append: also `risk.*`, which partners
+    cannot write (a partner must never forge a score)."""
+
+    type: SystemEventType
 
 
 class BatchSubmission(BaseModel):
@@ -82,7 +100,18 @@ def parse_batch(raw: bytes) -> list[Prepared]:
     return [prepare(e, field=f"events[{i}].") for i, e in enumerate(batch.events)]
 
 
+def prepare_new_event(event: NewEvent, *, field: str) -> Prepared:
+    """A follower's or an intake's event, held to the same rules as a partner's submission."""
+    occurred = None if event.occurred_at is None else format_time(event.occurred_at)
+    doc = {"type": event.type, "subject": event.subject, "payload": dict(event.payload)}
+    if occurred is not None:
+        doc["occurred_at"] = occurred
+    return prepare(_validate(SystemEventSubmission, doc), field=field)
+
+
 def prepare(sub: EventSubmission, *, field: str) -> Prepared:
+    if lifecycle.governs(sub.type) and sub.type not in lifecycle.TRANSITIONS:
+        raise ValidationError(f"unknown asset event {sub.type!r}", field=f"{field}type")
     _check_shape(sub.payload, f"{field}payload", depth=1)
     payload = canonicalize(sub.payload, field=f"{field}payload", checked=True)  # parse_strict
     if len(payload) > MAX_PAYLOAD_BYTES:

@@ -1,6 +1,6 @@
-"""`ports.Publisher` over Cloud Pub/Sub, with message ordering.
+"""`ports.Bus` over Cloud Pub/Sub, with message ordering.
 
-`publish` sends every message (its ordering key when non-empty), waits for all of them within
+`send` sends every message (its ordering key when non-empty), waits for all of them within
 `timeout` seconds, and raises `errors.Unavailable` if any failed; the outbox relay then retries.
 With ordering enabled the client library would retry a failed batch forever, so its own retry is
 switched off and this adapter retries the failed messages itself: at most `attempts` times, only
@@ -45,7 +45,7 @@ def _permanent(error: BaseException) -> bool:
     )
 
 
-class PubSubPublisher:
+class PubSubBus:
     def __init__(
         self,
         *,
@@ -70,7 +70,7 @@ class PubSubPublisher:
     def topic_path(self, topic: str) -> str:
         return f"projects/{self._project}/topics/{topic}"
 
-    def publish(self, topic: str, messages: Sequence[Message]) -> None:
+    def send(self, topic: str, messages: Sequence[Message]) -> None:
         path = self.topic_path(topic)
         deadline = time.monotonic() + self._timeout
         pending = list(messages)

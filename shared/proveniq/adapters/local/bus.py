@@ -89,7 +89,7 @@ class InProcessBus:
             subs.append(_Subscription(name, handler))
             return name
 
-    def publish(self, topic: str, messages: Sequence[Message]) -> None:
+    def send(self, topic: str, messages: Sequence[Message]) -> None:
         for i, m in enumerate(messages):
             if not isinstance(m.data, bytes) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in m.attributes.items()

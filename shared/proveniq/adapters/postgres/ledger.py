@@ -1,29 +1,34 @@
-"""The ledger's PostgreSQL store: sequencing under the advisory lock, and reads.
+"""The log's tables in PostgreSQL: events, outbox, subject state, idempotency records, tree
+nodes and checkpoints. Every SQL statement over them lives here.
 
-One transaction per append: take `pg_advisory_xact_lock` and read the tail (one function call,
-two statements, so the tail is read after the lock is granted), check lifecycle transitions,
-link the entries with the kernel, insert events + outbox rows (+ subject status, idempotency
-record), commit. Everything that does not depend on the tail is computed before the lock.
+Sequencing takes `pg_advisory_xact_lock` and reads the tail in one function call
+(`ledger_lock_tail`: two statements, so the tail is read after the lock is granted - see
+FIELD-NOTES); integration takes its own advisory lock. Reads run in one transaction per view.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 from proveniq.adapters.postgres.pool import Pool
-from proveniq.errors import Conflict, IdempotencyConflict, NotFound
-from proveniq.ledger import lifecycle
-from proveniq.ledger.submission import Prepared
-from proveniq.log.chain import Draft, Tail, link
+from proveniq.log.chain import Tail
 from proveniq.log.entry import Entry
+from proveniq.log.integrate import NodeId
 from proveniq.log.timefmt import format_time
+from proveniq.ports import (
+    EventFilter,
+    Idempotency,
+    StoredCheckpoint,
+    StoredEvent,
+    StoredResponse,
+)
 
 LEDGER_LOCK_KEY = 0x50524F56454E4951  # "PROVENIQ"
+INTEGRATION_LOCK_KEY = 0x5345414C50525651  # "SEALPRVQ"
 COPY_THRESHOLD = 32  # batches at least this large are written with COPY
 EVENT_COLUMNS = (
     "seq, id, tenant, type, subject, payload_hash, payload, occurred_at, recorded_at, prev, "
@@ -31,218 +36,48 @@ EVENT_COLUMNS = (
 )
 
 
-@dataclass(frozen=True, kw_only=True)
-class Idempotency:
-    key: str
-    request_hash: bytes
+class PostgresLedger:
+    """SequencingStore, LedgerReader, IntegrationStore, Outbox and AuditSource over one pool."""
 
-
-@dataclass(frozen=True, kw_only=True)
-class StoredResponse:
-    status: int
-    body: bytes
-
-
-@dataclass(frozen=True, kw_only=True)
-class Appended:
-    entries: list[Entry]
-    payloads: list[bytes]
-    response: StoredResponse | None = None
-    replayed: bool = False
-
-
-@dataclass(frozen=True, kw_only=True)
-class StoredEvent:
-    entry: Entry
-    payload: bytes | None
-    actor: str
-    stored_leaf: bytes | None = None  # the leaf_hash column as read, for audits
-
-
-Render = Callable[[list[Entry]], StoredResponse]
-
-
-class LedgerStore:
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
 
-    def append(
-        self,
-        *,
-        tenant: str,
-        actor: str,
-        items: Sequence[tuple[str, Prepared]],
-        idempotency: Idempotency | None = None,
-        render: Render | None = None,
-    ) -> Appended:
-        """Sequence `items` (event id, prepared submission) all-or-nothing."""
-        try:
-            return self._append(tenant, actor, items, idempotency, render)
-        except _LostIdempotencyRace:
-            assert idempotency is not None
-            replay = self._replay(tenant, idempotency)
-            assert replay is not None
-            return Appended(entries=[], payloads=[], response=replay, replayed=True)
+    # ---- sequencing ------------------------------------------------------------------------
 
-    def _append(
-        self,
-        tenant: str,
-        actor: str,
-        items: Sequence[tuple[str, Prepared]],
-        idempotency: Idempotency | None,
-        render: Render | None,
-    ) -> Appended:
-        if idempotency is not None:
-            replay = self._replay(tenant, idempotency)
-            if replay is not None:
-                return Appended(entries=[], payloads=[], response=replay, replayed=True)
-        drafts = [p.draft(event_id=eid, tenant=tenant) for eid, p in items]
-        payloads = [p.payload for _, p in items]
-        governed = sorted({p.subject for _, p in items if lifecycle.governs(p.type)})
+    @contextmanager
+    def sequencing(self) -> Iterator[_SequencingTx]:
         with self.pool.transaction() as cur:
-            cur.execute(
-                "SELECT size, leaf_hash, recorded_at FROM ledger_lock_tail(%s)", (LEDGER_LOCK_KEY,)
-            )
-            size, tail_hash, recorded_at = cur.fetchone()
-            statuses = self._next_statuses(cur, tenant, drafts, governed)
-            entries = link(
-                drafts, tail=Tail(size=size, leaf_hash=bytes(tail_hash)), recorded_at=recorded_at
-            )
-            self._insert(cur, entries, payloads, actor)
-            if statuses:
-                self._save_statuses(cur, tenant, statuses, entries)
-            response = render(entries) if render else None
-            if idempotency is not None and response is not None:
-                cur.execute(
-                    "INSERT INTO idempotency_keys (tenant, key, request_hash, status, response) "
-                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
-                    (
-                        tenant,
-                        idempotency.key,
-                        idempotency.request_hash,
-                        response.status,
-                        response.body,
-                    ),
-                )
-                if cur.fetchone() is None:  # a concurrent request with the same key won
-                    raise _LostIdempotencyRace("another request with this key won")
-        return Appended(entries=entries, payloads=payloads, response=response)
+            yield _SequencingTx(cur)
 
-    def _replay(self, tenant: str, idem: Idempotency) -> StoredResponse | None:
+    def stored_response(self, tenant: str, key: str) -> tuple[bytes, StoredResponse] | None:
         with self.pool.transaction() as cur:
             cur.execute(
                 "SELECT request_hash, status, response FROM idempotency_keys "
                 "WHERE tenant = %s AND key = %s",
-                (tenant, idem.key),
+                (tenant, key),
             )
             row = cur.fetchone()
         if row is None:
             return None
-        if bytes(row[0]) != idem.request_hash:
-            raise IdempotencyConflict(
-                "Idempotency-Key was already used with a different request body"
-            )
-        return StoredResponse(status=row[1], body=bytes(row[2]))
+        return bytes(row[0]), StoredResponse(status=row[1], body=bytes(row[2]))
 
-    def _next_statuses(
-        self, cur: Any, tenant: str, drafts: Sequence[Draft], governed: list[str]
-    ) -> dict[str, tuple[str, int]]:
-        """Walk the batch's asset events in order; return subject -> (final status, offset)."""
-        if not governed:
-            return {}
-        cur.execute(
-            "SELECT subject, status FROM subject_state WHERE tenant = %s AND subject = ANY(%s)",
-            (tenant, governed),
-        )
-        current: dict[str, str | None] = {s: st for s, st in cur.fetchall()}
-        out: dict[str, tuple[str, int]] = {}
-        for offset, d in enumerate(drafts):
-            if lifecycle.governs(d.type):
-                status = lifecycle.next_status(d.type, current.get(d.subject), subject=d.subject)
-                current[d.subject] = status
-                if status is not None:
-                    out[d.subject] = (status, offset)
-        return out
+    # ---- reads -----------------------------------------------------------------------------
 
-    @staticmethod
-    def _insert(cur: Any, entries: list[Entry], payloads: list[bytes], actor: str) -> None:
-        if len(entries) >= COPY_THRESHOLD:
-            copy_insert(cur, entries, payloads, actor)
-        else:
-            values_insert(cur, entries, payloads, actor)
-
-    @staticmethod
-    def _save_statuses(
-        cur: Any, tenant: str, statuses: dict[str, tuple[str, int]], entries: list[Entry]
-    ) -> None:
-        rows = ", ".join(["(%s, %s, %s, %s)"] * len(statuses))
-        params: list[Any] = []
-        for subject, (status, offset) in statuses.items():
-            params += [tenant, subject, status, entries[offset].seq]
-        cur.execute(
-            f"INSERT INTO subject_state (tenant, subject, status, last_seq) VALUES {rows} "  # noqa: S608
-            "ON CONFLICT (tenant, subject) DO UPDATE "
-            "SET status = EXCLUDED.status, last_seq = EXCLUDED.last_seq",
-            params,
-        )
-
-    # ---- reads (tenant-scoped) -------------------------------------------------------------
-
-    def get_event(self, *, tenant: str | None, event_id: str) -> StoredEvent:
-        return self._one("id", event_id, tenant, f"event {event_id} not found")
-
-    def find_by_leaf(self, *, tenant: str | None, leaf_hash: bytes) -> StoredEvent:
-        return self._one("leaf_hash", leaf_hash, tenant, "no event with that leaf hash")
-
-    def _one(self, column: str, value: Any, tenant: str | None, missing: str) -> StoredEvent:
-        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {column} = %s"  # noqa: S608
-        params: list[Any] = [value]
-        if tenant is not None:
-            sql += " AND tenant = %s"
-            params.append(tenant)
+    @contextmanager
+    def snapshot(self) -> Iterator[CursorView]:
         with self.pool.transaction() as cur:
-            cur.execute(sql, params)
-            row = cur.fetchone()
-        if row is None:
-            raise NotFound(missing)
-        return stored_event(row)
+            yield CursorView(cur)
 
-    def list_events(
-        self,
-        *,
-        tenant: str | None,
-        event_type: str | None = None,
-        subject: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        after_seq: int | None,
-        limit: int,
-    ) -> list[StoredEvent]:
-        """Tenant-scoped page in seq order (a stable cursor: the last seq returned)."""
-        where, params = ["true"], []
-        for clause, value in (
-            ("tenant = %s", tenant),
-            ("type = %s", event_type),
-            ("subject = %s", subject),
-            ("recorded_at >= %s", since),
-            ("recorded_at < %s", until),
-            ("seq > %s", after_seq),
-        ):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        params.append(limit)
+    # ---- integration -----------------------------------------------------------------------
+
+    @contextmanager
+    def integration(self) -> Iterator[_IntegrationTx]:
         with self.pool.transaction() as cur:
-            cur.execute(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} "  # noqa: S608
-                "ORDER BY seq LIMIT %s",
-                params,
-            )
-            return [stored_event(r) for r in cur.fetchall()]
+            yield _IntegrationTx(cur)
 
-    def unpublished(self, *, limit: int = 500, min_age_seconds: float = 0) -> list[StoredEvent]:
-        """Committed events not yet marked published, older than `min_age_seconds` (so a
-        sweep does not race the request that is publishing them right now)."""
+    # ---- outbox ----------------------------------------------------------------------------
+
+    def unrelayed(self, *, limit: int, min_age_seconds: float) -> list[StoredEvent]:
         with self.pool.transaction() as cur:
             cur.execute(
                 f"SELECT {', '.join('e.' + c.strip() for c in EVENT_COLUMNS.split(','))} "  # noqa: S608
@@ -253,11 +88,11 @@ class LedgerStore:
             )
             return [stored_event(r) for r in cur.fetchall()]
 
-    def mark_published(self, seqs: Sequence[int]) -> None:
+    def mark_relayed(self, seqs: Sequence[int]) -> None:
         if not seqs:
             return
         with self.pool.transaction() as cur:
-            # Losing this mark in a crash only means a re-publish (delivery is at least once),
+            # Losing this mark in a crash only means a re-send (delivery is at least once),
             # so it need not wait for its WAL flush like the append itself does.
             cur.execute("SET LOCAL synchronous_commit TO off")
             cur.execute(
@@ -265,6 +100,194 @@ class LedgerStore:
                 "AND published_at IS NULL",
                 (list(seqs),),
             )
+
+    # ---- audit -----------------------------------------------------------------------------
+
+    @contextmanager
+    def audit_snapshot(self) -> Iterator[CursorAuditView]:
+        with self.pool.transaction() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield CursorAuditView(cur)
+
+
+class _SequencingTx:
+    def __init__(self, cur: Any) -> None:
+        self.cur = cur
+
+    def lock_tail(self) -> tuple[Tail, datetime]:
+        self.cur.execute(
+            "SELECT size, leaf_hash, recorded_at FROM ledger_lock_tail(%s)", (LEDGER_LOCK_KEY,)
+        )
+        size, tail_hash, recorded_at = self.cur.fetchone()
+        return Tail(size=size, leaf_hash=bytes(tail_hash)), recorded_at
+
+    def subject_statuses(self, tenant: str, subjects: Sequence[str]) -> dict[str, str]:
+        self.cur.execute(
+            "SELECT subject, status FROM subject_state WHERE tenant = %s AND subject = ANY(%s)",
+            (tenant, list(subjects)),
+        )
+        return {s: st for s, st in self.cur.fetchall()}
+
+    def insert(self, entries: Sequence[Entry], payloads: Sequence[bytes], actor: str) -> None:
+        if len(entries) >= COPY_THRESHOLD:
+            copy_insert(self.cur, entries, payloads, actor)
+        else:
+            values_insert(self.cur, entries, payloads, actor)
+
+    def save_statuses(self, tenant: str, statuses: Mapping[str, tuple[str, int]]) -> None:
+        rows = ", ".join(["(%s, %s, %s, %s)"] * len(statuses))
+        params: list[Any] = []
+        for subject, (status, seq) in statuses.items():
+            params += [tenant, subject, status, seq]
+        self.cur.execute(
+            f"INSERT INTO subject_state (tenant, subject, status, last_seq) VALUES {rows} "  # noqa: S608
+            "ON CONFLICT (tenant, subject) DO UPDATE "
+            "SET status = EXCLUDED.status, last_seq = EXCLUDED.last_seq",
+            params,
+        )
+
+    def save_response(self, tenant: str, idem: Idempotency, response: StoredResponse) -> bool:
+        self.cur.execute(
+            "INSERT INTO idempotency_keys (tenant, key, request_hash, status, response) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+            (tenant, idem.key, idem.request_hash, response.status, response.body),
+        )
+        return self.cur.fetchone() is not None
+
+
+class _Nodes:
+    cur: Any
+
+    def nodes(self, ids: Sequence[NodeId]) -> dict[NodeId, bytes]:
+        if not ids:
+            return {}
+        self.cur.execute(
+            "SELECT n.level, n.idx, n.hash FROM tree_nodes n "
+            "JOIN unnest(%s::int[], %s::bigint[]) AS want(level, idx) "
+            "ON n.level = want.level AND n.idx = want.idx",
+            ([i[0] for i in ids], [i[1] for i in ids]),
+        )
+        return {(lv, ix): bytes(h) for lv, ix, h in self.cur.fetchall()}
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        self.cur.execute("SELECT size, root, note FROM checkpoints ORDER BY size DESC LIMIT 1")
+        return _checkpoint(self.cur.fetchone())
+
+
+class CursorView(_Nodes):
+    def __init__(self, cur: Any) -> None:
+        self.cur = cur
+
+    def event(self, tenant: str | None, event_id: str) -> StoredEvent | None:
+        return self._one("id", event_id, tenant)
+
+    def event_by_leaf(self, tenant: str | None, leaf_hash: bytes) -> StoredEvent | None:
+        return self._one("leaf_hash", leaf_hash, tenant)
+
+    def _one(self, column: str, value: Any, tenant: str | None) -> StoredEvent | None:
+        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {column} = %s"  # noqa: S608
+        params: list[Any] = [value]
+        if tenant is not None:
+            sql += " AND tenant = %s"
+            params.append(tenant)
+        self.cur.execute(sql, params)
+        row = self.cur.fetchone()
+        return None if row is None else stored_event(row)
+
+    def events(self, f: EventFilter) -> list[StoredEvent]:
+        where, params = ["true"], []
+        for clause, value in (
+            ("tenant = %s", f.tenant),
+            ("type = %s", f.event_type),
+            ("subject = %s", f.subject),
+            ("recorded_at >= %s", f.since),
+            ("recorded_at < %s", f.until),
+            ("seq > %s", f.after_seq),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        params.append(f.limit)
+        self.cur.execute(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} "  # noqa: S608
+            "ORDER BY seq LIMIT %s",
+            params,
+        )
+        return [stored_event(r) for r in self.cur.fetchall()]
+
+    def checkpoint(self, size: int) -> StoredCheckpoint | None:
+        self.cur.execute("SELECT size, root, note FROM checkpoints WHERE size = %s", (size,))
+        return _checkpoint(self.cur.fetchone())
+
+    def checkpoints_page(self, *, before: int | None, limit: int) -> list[StoredCheckpoint]:
+        self.cur.execute(
+            "SELECT size, root, note FROM checkpoints WHERE size < %s ORDER BY size DESC LIMIT %s",
+            (before if before is not None else 2**62, limit),
+        )
+        return [
+            StoredCheckpoint(size=r[0], root=bytes(r[1]), note=r[2]) for r in self.cur.fetchall()
+        ]
+
+
+class _IntegrationTx(_Nodes):
+    def __init__(self, cur: Any) -> None:
+        self.cur = cur
+
+    def lock(self) -> None:
+        self.cur.execute("SELECT pg_advisory_xact_lock(%s)", (INTEGRATION_LOCK_KEY,))
+
+    def leaves(self, start: int, limit: int) -> list[tuple[int, bytes]]:
+        self.cur.execute(
+            "SELECT seq, leaf_hash FROM events WHERE seq >= %s ORDER BY seq LIMIT %s",
+            (start, limit),
+        )
+        return [(r[0], bytes(r[1])) for r in self.cur.fetchall()]
+
+    def write_nodes(self, nodes: Mapping[NodeId, bytes]) -> None:
+        items = list(nodes.items())
+        for start in range(0, len(items), 5000):
+            chunk = items[start : start + 5000]
+            self.cur.execute(
+                "INSERT INTO tree_nodes (level, idx, hash) "
+                "SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[])",
+                ([k[0] for k, _ in chunk], [k[1] for k, _ in chunk], [v for _, v in chunk]),
+            )
+
+    def save_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
+        self.cur.execute(
+            "INSERT INTO checkpoints (size, root, note) VALUES (%s, %s, %s)",
+            (checkpoint.size, checkpoint.root, checkpoint.note),
+        )
+
+
+class CursorAuditView:
+    def __init__(self, cur: Any) -> None:
+        self.cur = cur
+
+    def events_from(self, seq: int, limit: int) -> list[StoredEvent]:
+        self.cur.execute(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE seq >= %s ORDER BY seq LIMIT %s",  # noqa: S608
+            (seq, limit),
+        )
+        return [stored_event(r) for r in self.cur.fetchall()]
+
+    def nodes_after(self, after: NodeId, limit: int) -> list[tuple[NodeId, bytes]]:
+        self.cur.execute(
+            "SELECT level, idx, hash FROM tree_nodes WHERE (level, idx) > (%s, %s) "
+            "ORDER BY level, idx LIMIT %s",
+            (after[0], after[1], limit),
+        )
+        return [((r[0], r[1]), bytes(r[2])) for r in self.cur.fetchall()]
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        self.cur.execute("SELECT size, root, note FROM checkpoints ORDER BY size")
+        return [
+            StoredCheckpoint(size=r[0], root=bytes(r[1]), note=r[2]) for r in self.cur.fetchall()
+        ]
+
+
+def _checkpoint(row: Any) -> StoredCheckpoint | None:
+    return None if row is None else StoredCheckpoint(size=row[0], root=bytes(row[1]), note=row[2])
 
 
 def _row(e: Entry, payload: bytes, actor: str) -> tuple[Any, ...]:
@@ -285,7 +308,9 @@ def _row(e: Entry, payload: bytes, actor: str) -> tuple[Any, ...]:
     )
 
 
-def values_insert(cur: Any, entries: list[Entry], payloads: list[bytes], actor: str) -> None:
+def values_insert(
+    cur: Any, entries: Sequence[Entry], payloads: Sequence[bytes], actor: str
+) -> None:
     """Small batches: one multi-row INSERT ... VALUES, outbox rows in the same statement."""
     rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(entries))
     params: list[Any] = []
@@ -298,7 +323,7 @@ def values_insert(cur: Any, entries: list[Entry], payloads: list[bytes], actor: 
     )
 
 
-def copy_insert(cur: Any, entries: list[Entry], payloads: list[bytes], actor: str) -> None:
+def copy_insert(cur: Any, entries: Sequence[Entry], payloads: Sequence[bytes], actor: str) -> None:
     """Large batches: COPY FROM STDIN (text format) is 1.3-1.6x faster than multi-row VALUES
     and skips pg8000's per-execute rewrite of a long parameterised statement."""
     out = io.BytesIO()
@@ -323,14 +348,6 @@ def _copy_field(v: Any) -> bytes:
         return str(v).encode()
     text = str(v).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
     return text.replace("\r", "\\r").encode()
-
-
-class _LostIdempotencyRace(Conflict):
-    """Internal: roll back and replay the winner's stored response."""
-
-
-def request_hash(body: bytes) -> bytes:
-    return hashlib.sha256(body).digest()
 
 
 def stored_event(row: Sequence[Any]) -> StoredEvent:

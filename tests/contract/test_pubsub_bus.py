@@ -1,4 +1,4 @@
-"""PubSubPublisher against a wire-level Pub/Sub Publisher server (gRPC, on 127.0.0.1).
+"""PubSubBus against a wire-level Pub/Sub Publisher server (gRPC, on 127.0.0.1).
 
 The real `PublisherClient` finds the server through ``PUBSUB_EMULATOR_HOST``.
 """
@@ -15,7 +15,7 @@ import grpc
 import pytest
 from google.pubsub_v1.types import PublishRequest, PublishResponse
 
-from proveniq.adapters.gcp.pubsub import PubSubPublisher
+from proveniq.adapters.gcp.pubsub import PubSubBus
 from proveniq.errors import Unavailable
 from proveniq.ports import Message
 
@@ -83,29 +83,29 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakePubSub]:
 
 
 @pytest.fixture
-def publisher(server: FakePubSub) -> Iterator[PubSubPublisher]:
+def publisher(server: FakePubSub) -> Iterator[PubSubBus]:
     # The client is built lazily, on the first publish, from the environment set above.
-    p = PubSubPublisher(project=PROJECT, timeout=5.0, attempts=3, backoff_seconds=0.05)
+    p = PubSubBus(project=PROJECT, timeout=5.0, attempts=3, backoff_seconds=0.05)
     yield p
     p.close()
 
 
 def test_one_ordering_key_arrives_exactly_and_in_order(
-    server: FakePubSub, publisher: PubSubPublisher
+    server: FakePubSub, publisher: PubSubBus
 ) -> None:
     messages = [
         Message(data=f"entry {i}".encode(), attributes={"seq": str(i)}, ordering_key="subject")
         for i in range(25)
     ]
     for i in range(0, 25, 5):
-        publisher.publish("ledger-events", messages[i : i + 5])
+        publisher.send("ledger-events", messages[i : i + 5])
     assert server.published() == [
         (TOPIC_PATH, m.data, dict(m.attributes), "subject") for m in messages
     ]
 
 
 def test_publishes_exact_bytes_attributes_and_ordering_keys_in_order(
-    server: FakePubSub, publisher: PubSubPublisher
+    server: FakePubSub, publisher: PubSubBus
 ) -> None:
     messages = [
         Message(
@@ -115,9 +115,9 @@ def test_publishes_exact_bytes_attributes_and_ordering_keys_in_order(
         )
         for i in range(10)
     ]
-    publisher.publish("ledger-events", messages[:6])
-    publisher.publish("ledger-events", messages[6:])
-    publisher.publish("ledger-events", [Message(data=b"no key", attributes={})])
+    publisher.send("ledger-events", messages[:6])
+    publisher.send("ledger-events", messages[6:])
+    publisher.send("ledger-events", [Message(data=b"no key", attributes={})])
 
     seen = server.published()
     assert {t for t, *_ in seen} == {TOPIC_PATH}
@@ -130,7 +130,7 @@ def test_publishes_exact_bytes_attributes_and_ordering_keys_in_order(
 
 
 def test_transient_errors_are_retried_then_succeed(
-    server: FakePubSub, publisher: PubSubPublisher
+    server: FakePubSub, publisher: PubSubBus
 ) -> None:
     failures = {"left": 2}
 
@@ -141,19 +141,19 @@ def test_transient_errors_are_retried_then_succeed(
         return PublishResponse(message_ids=[str(i) for i in range(len(request.messages))])
 
     server.behaviour = flaky
-    publisher.publish("ledger-events", [Message(data=b"x", ordering_key="k")])
+    publisher.send("ledger-events", [Message(data=b"x", ordering_key="k")])
     assert len(server.requests) == 3
     assert [r.messages[0].data for r in server.requests] == [b"x"] * 3
 
 
 @pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INVALID_ARGUMENT])
 def test_failures_raise_unavailable_in_bounded_time_and_the_key_recovers(
-    server: FakePubSub, publisher: PubSubPublisher, code: grpc.StatusCode
+    server: FakePubSub, publisher: PubSubBus, code: grpc.StatusCode
 ) -> None:
     server.behaviour = fail_with(code)
     started = time.monotonic()
     with pytest.raises(Unavailable) as e:
-        publisher.publish("ledger-events", [Message(data=b"1", ordering_key="k")] * 2)
+        publisher.send("ledger-events", [Message(data=b"1", ordering_key="k")] * 2)
     assert time.monotonic() - started < 5
     assert TOPIC_PATH in e.value.message
     assert e.value.__cause__ is not None
@@ -163,7 +163,7 @@ def test_failures_raise_unavailable_in_bounded_time_and_the_key_recovers(
     # The ordering key was resumed: once the server is back, the same key publishes again.
     server.behaviour = None
     server.requests.clear()
-    publisher.publish("ledger-events", [Message(data=b"2", ordering_key="k")])
+    publisher.send("ledger-events", [Message(data=b"2", ordering_key="k")])
     assert server.published() == [(TOPIC_PATH, b"2", {}, "k")]
 
 
@@ -176,11 +176,11 @@ def test_unreachable_server_raises_unavailable_within_the_timeout(
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{port}")
-    publisher = PubSubPublisher(project=PROJECT, timeout=1.5, attempts=5, backoff_seconds=0.05)
+    publisher = PubSubBus(project=PROJECT, timeout=1.5, attempts=5, backoff_seconds=0.05)
     started = time.monotonic()
     try:
         with pytest.raises(Unavailable):
-            publisher.publish("ledger-events", [Message(data=b"x", ordering_key="k")])
+            publisher.send("ledger-events", [Message(data=b"x", ordering_key="k")])
     finally:
         publisher.close()
     assert time.monotonic() - started < 4

@@ -1,0 +1,66 @@
+"""admin's handlers: partners and API keys (global ADMIN only)."""
+
+from __future__ import annotations
+
+import re
+
+from proveniq.access.accounts import Accounts
+from proveniq.edge.http import Call, Reply
+from proveniq.edge.params import json_object
+from proveniq.errors import NotFound, ValidationError
+
+
+class AdminHandlers:
+    def __init__(self, *, accounts: Accounts) -> None:
+        self.accounts = accounts
+
+    def create_partner(self, call: Call) -> Reply:
+        doc = json_object(call.body, {"name", "tier"})
+        name = doc.get("name")
+        if not isinstance(name, str) or not 1 <= len(name) <= 200 or not name.isprintable():
+            raise ValidationError("name must be 1-200 printable characters", field="name")
+        tier = doc.get("tier", "free")
+        if not isinstance(tier, str):
+            raise ValidationError("tier must be a string", field="tier")
+        partner = self.accounts.create_partner(name=name, tier=tier)
+        return Reply(status=201, data=partner.to_json())
+
+    def list_partners(self, _: Call) -> Reply:
+        partners = [p.to_json() for p in self.accounts.list_partners()]
+        return Reply(data=partners, meta={"total": len(partners)})
+
+    def create_key(self, call: Call) -> Reply:
+        doc = json_object(call.body, {"partner_id", "role", "global_role", "label"})
+        for k in ("partner_id", "role", "global_role", "label"):
+            v = doc.get(k)
+            if v is not None and (not isinstance(v, str) or len(v) > 200 or not v.isprintable()):
+                raise ValidationError(
+                    "must be a printable string of at most 200 characters", field=k
+                )
+        partner_id = doc.get("partner_id")
+        if partner_id is not None and not re.fullmatch(r"prt_[0-9a-f]{16}", partner_id):
+            raise NotFound(f"partner {partner_id} not found")
+        new, rec = self.accounts.create_key(
+            partner_id=partner_id,
+            org_role=doc.get("role"),
+            global_role=doc.get("global_role") or "USER",
+            label=doc.get("label") or "",
+        )
+        return Reply(
+            status=201,
+            data={
+                "id": rec.id,
+                "prefix": rec.prefix,
+                "partner_id": rec.partner_id,
+                "role": rec.org_role,
+                "global_role": rec.global_role,
+                "api_key": new.secret,
+                "note": "shown once: store it now",
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+    def revoke_key(self, call: Call) -> Reply:
+        key_id = call.params["key_id"]
+        self.accounts.revoke_key(key_id)
+        return Reply(data={"id": key_id, "revoked": True})
