@@ -1,0 +1,292 @@
+"""The log's storage ports in memory: the same behaviour as `adapters.postgres.ledger` for one
+process (the unit tests' vehicle and the conformance suite's second subject).
+
+Transactions stage their writes and apply them on a clean exit only; the sequencing and the
+integration transactions each hold their own lock from start to commit, as the advisory locks do.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from proveniq.errors import Conflict
+from proveniq.log.chain import Tail
+from proveniq.log.entry import ZERO_HASH, Entry
+from proveniq.log.integrate import NodeId
+from proveniq.ports import (
+    EventFilter,
+    Idempotency,
+    StoredCheckpoint,
+    StoredEvent,
+    StoredResponse,
+)
+
+
+@dataclass
+class _State:
+    events: list[StoredEvent] = field(default_factory=list)
+    by_id: dict[str, int] = field(default_factory=dict)
+    by_leaf: dict[bytes, int] = field(default_factory=dict)
+    relayed: set[int] = field(default_factory=set)
+    relayable_at: dict[int, float] = field(default_factory=dict)
+    statuses: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)
+    responses: dict[tuple[str, str], tuple[bytes, StoredResponse]] = field(default_factory=dict)
+    nodes: dict[NodeId, bytes] = field(default_factory=dict)
+    checkpoints: dict[int, StoredCheckpoint] = field(default_factory=dict)
+
+
+class MemoryLedger:
+    """SequencingStore, LedgerReader, IntegrationStore, Outbox and AuditSource in memory."""
+
+    def __init__(self) -> None:
+        self._state = _State()
+        self._data = threading.RLock()  # guards _state
+        self._write_lock = threading.Lock()  # the ledger's write lock
+        self._integration_lock = threading.Lock()
+
+    # ---- sequencing ------------------------------------------------------------------------
+
+    @contextmanager
+    def sequencing(self) -> Iterator[_SequencingTx]:
+        tx = _SequencingTx(self)
+        try:
+            yield tx
+            tx.commit()
+        finally:
+            tx.release()
+
+    def stored_response(self, tenant: str, key: str) -> tuple[bytes, StoredResponse] | None:
+        with self._data:
+            return self._state.responses.get((tenant, key))
+
+    # ---- reads -----------------------------------------------------------------------------
+
+    @contextmanager
+    def snapshot(self) -> Iterator[_View]:
+        with self._data:
+            yield _View(self._state)
+
+    # ---- integration -----------------------------------------------------------------------
+
+    @contextmanager
+    def integration(self) -> Iterator[_IntegrationTx]:
+        tx = _IntegrationTx(self)
+        try:
+            yield tx
+            tx.commit()
+        finally:
+            tx.release()
+
+    # ---- outbox ----------------------------------------------------------------------------
+
+    def unrelayed(self, *, limit: int, min_age_seconds: float) -> list[StoredEvent]:
+        cutoff = time.monotonic() - min_age_seconds
+        with self._data:
+            s = self._state
+            return [
+                ev
+                for ev in s.events
+                if ev.entry.seq not in s.relayed and s.relayable_at[ev.entry.seq] <= cutoff
+            ][:limit]
+
+    def mark_relayed(self, seqs: Sequence[int]) -> None:
+        with self._data:
+            self._state.relayed.update(seqs)
+
+    # ---- audit -----------------------------------------------------------------------------
+
+    @contextmanager
+    def audit_snapshot(self) -> Iterator[_AuditView]:
+        with self._data:
+            yield _AuditView(self._state)
+
+
+class _SequencingTx:
+    def __init__(self, ledger: MemoryLedger) -> None:
+        self._ledger = ledger
+        self._locked = False
+        self._events: list[StoredEvent] = []
+        self._statuses: dict[tuple[str, str], tuple[str, int]] = {}
+        self._responses: dict[tuple[str, str], tuple[bytes, StoredResponse]] = {}
+
+    def lock_tail(self) -> tuple[Tail, datetime]:
+        if not self._locked:
+            self._ledger._write_lock.acquire()
+            self._locked = True
+        with self._ledger._data:
+            events = self._ledger._state.events
+            tail = (
+                Tail(size=len(events), leaf_hash=events[-1].entry.leaf_hash())
+                if events
+                else Tail(size=0, leaf_hash=ZERO_HASH)
+            )
+            last = events[-1].entry.recorded_at if events else None
+        now = datetime.now(UTC)
+        return tail, max(now, last) if last else now
+
+    def subject_statuses(self, tenant: str, subjects: Sequence[str]) -> dict[str, str]:
+        with self._ledger._data:
+            st = self._ledger._state.statuses
+            return {s: st[(tenant, s)][0] for s in subjects if (tenant, s) in st}
+
+    def insert(self, entries: Sequence[Entry], payloads: Sequence[bytes], actor: str) -> None:
+        with self._ledger._data:
+            s = self._ledger._state
+            for e in entries:
+                if e.id in s.by_id or any(x.entry.id == e.id for x in self._events):
+                    raise Conflict(f"event id {e.id} exists")
+        self._events += [
+            StoredEvent(entry=e, payload=p, actor=actor, stored_leaf=e.leaf_hash())
+            for e, p in zip(entries, payloads, strict=True)
+        ]
+
+    def save_statuses(self, tenant: str, statuses: Mapping[str, tuple[str, int]]) -> None:
+        for subject, value in statuses.items():
+            self._statuses[(tenant, subject)] = value
+
+    def save_response(self, tenant: str, idem: Idempotency, response: StoredResponse) -> bool:
+        with self._ledger._data:
+            if (tenant, idem.key) in self._ledger._state.responses:
+                return False
+        self._responses[(tenant, idem.key)] = (idem.request_hash, response)
+        return True
+
+    def commit(self) -> None:
+        with self._ledger._data:
+            s = self._ledger._state
+            now = time.monotonic()
+            for ev in self._events:
+                seq = ev.entry.seq
+                if seq != len(s.events):
+                    raise Conflict(f"seq {seq} out of order (the write lock was not taken)")
+                s.events.append(ev)
+                s.by_id[ev.entry.id] = seq
+                s.by_leaf[ev.entry.leaf_hash()] = seq
+                s.relayable_at[seq] = now
+            s.statuses.update(self._statuses)
+            s.responses.update(self._responses)
+
+    def release(self) -> None:
+        if self._locked:
+            self._ledger._write_lock.release()
+            self._locked = False
+
+
+class _View:
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    def event(self, tenant: str | None, event_id: str) -> StoredEvent | None:
+        return self._scoped(self._s.by_id.get(event_id), tenant)
+
+    def event_by_leaf(self, tenant: str | None, leaf_hash: bytes) -> StoredEvent | None:
+        return self._scoped(self._s.by_leaf.get(leaf_hash), tenant)
+
+    def _scoped(self, seq: int | None, tenant: str | None) -> StoredEvent | None:
+        if seq is None:
+            return None
+        ev = self._s.events[seq]
+        return ev if tenant is None or ev.entry.tenant == tenant else None
+
+    def events(self, f: EventFilter) -> list[StoredEvent]:
+        out = []
+        for ev in self._s.events[(f.after_seq + 1 if f.after_seq is not None else 0) :]:
+            e = ev.entry
+            if (
+                (f.tenant is None or e.tenant == f.tenant)
+                and (f.event_type is None or e.type == f.event_type)
+                and (f.subject is None or e.subject == f.subject)
+                and (f.since is None or e.recorded_at >= f.since)
+                and (f.until is None or e.recorded_at < f.until)
+            ):
+                out.append(ev)
+                if len(out) == f.limit:
+                    break
+        return out
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        cps = self._s.checkpoints
+        return cps[max(cps)] if cps else None
+
+    def checkpoint(self, size: int) -> StoredCheckpoint | None:
+        return self._s.checkpoints.get(size)
+
+    def checkpoints_page(self, *, before: int | None, limit: int) -> list[StoredCheckpoint]:
+        sizes = sorted(
+            (s for s in self._s.checkpoints if before is None or s < before), reverse=True
+        )
+        return [self._s.checkpoints[s] for s in sizes[:limit]]
+
+    def nodes(self, ids: Sequence[NodeId]) -> dict[NodeId, bytes]:
+        return {i: self._s.nodes[i] for i in ids if i in self._s.nodes}
+
+
+class _IntegrationTx:
+    def __init__(self, ledger: MemoryLedger) -> None:
+        self._ledger = ledger
+        self._locked = False
+        self._nodes: dict[NodeId, bytes] = {}
+        self._checkpoints: list[StoredCheckpoint] = []
+
+    def lock(self) -> None:
+        if not self._locked:
+            self._ledger._integration_lock.acquire()
+            self._locked = True
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        with self._ledger._data:
+            return _View(self._ledger._state).latest_checkpoint()
+
+    def leaves(self, start: int, limit: int) -> list[tuple[int, bytes]]:
+        with self._ledger._data:
+            return [
+                (ev.entry.seq, ev.entry.leaf_hash())
+                for ev in self._ledger._state.events[start : start + limit]
+            ]
+
+    def nodes(self, ids: Sequence[NodeId]) -> dict[NodeId, bytes]:
+        with self._ledger._data:
+            return _View(self._ledger._state).nodes(ids)
+
+    def write_nodes(self, nodes: Mapping[NodeId, bytes]) -> None:
+        self._nodes.update(nodes)
+
+    def save_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
+        self._checkpoints.append(checkpoint)
+
+    def commit(self) -> None:
+        with self._ledger._data:
+            s = self._ledger._state
+            for node_id in self._nodes:
+                if node_id in s.nodes:
+                    raise Conflict(f"tree node {node_id} exists (nodes are append-only)")
+            for cp in self._checkpoints:
+                if cp.size in s.checkpoints:
+                    raise Conflict(f"checkpoint {cp.size} exists")
+            s.nodes.update(self._nodes)
+            for cp in self._checkpoints:
+                s.checkpoints[cp.size] = cp
+
+    def release(self) -> None:
+        if self._locked:
+            self._ledger._integration_lock.release()
+            self._locked = False
+
+
+class _AuditView:
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    def events_from(self, seq: int, limit: int) -> list[StoredEvent]:
+        return self._s.events[seq : seq + limit]
+
+    def nodes_after(self, after: NodeId, limit: int) -> list[tuple[NodeId, bytes]]:
+        return sorted((k, v) for k, v in self._s.nodes.items() if k > after)[:limit]
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        return [self._s.checkpoints[s] for s in sorted(self._s.checkpoints)]
