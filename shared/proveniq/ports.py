@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from proveniq.errors import ProveniqError
 from proveniq.log.chain import Tail
 from proveniq.log.entry import Entry
 from proveniq.log.integrate import NodeId
@@ -145,6 +146,10 @@ class SequencingTx(Protocol):
     def save_response(self, tenant: str, idem: Idempotency, response: StoredResponse) -> bool:
         """Record the idempotent response; False if a concurrent request with the key won."""
 
+    def savepoint(self) -> AbstractContextManager[None]:
+        """A nested all-or-nothing step: an exception inside undoes only that step (and is
+        re-raised); the transaction and the lock stay."""
+
 
 class SequencingStore(Protocol):
     def sequencing(self) -> AbstractContextManager[SequencingTx]:
@@ -266,6 +271,25 @@ class Bus(Protocol):
 class IdentityVerifier(Protocol):
     def verify(self, id_token: str) -> Principal:
         """Verify an app's ID token or raise `errors.AuthInvalid` naming why."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppendRequest:
+    """One all-or-nothing request inside a group (`BatchAppender.append_each`)."""
+
+    actor: str
+    events: Sequence[NewEvent]
+    idempotency_key: str | None = None
+
+
+class BatchAppender(Protocol):
+    def append_each(
+        self, *, tenant: str, requests: Sequence[AppendRequest]
+    ) -> list[list[Entry] | ProveniqError]:
+        """Sequence every request of `tenant` under one lock acquisition, each all-or-nothing on
+        its own: a permanent refusal (ValidationError, Conflict) takes that request's slot and
+        the others still commit; a request whose idempotency key was used for the same events
+        gets the entries of the first time. Raises `errors.Unavailable` (nothing committed)."""
 
 
 class LedgerAppender(Protocol):

@@ -267,3 +267,71 @@ def test_rate_buckets_spend_and_refill(subject: Subject) -> None:
     assert subject.buckets.take(bucket="other", capacity=3, refill_per_second=1) == pytest.approx(
         2, abs=0.01
     )
+
+
+def test_a_group_commits_each_request_on_its_own(subject: Subject) -> None:
+    from proveniq.ports import AppendRequest
+
+    subject.sequencer.append(
+        tenant="t1",
+        actor="a",
+        events=[NewEvent(type="asset.created", subject="ast_1", payload={})],
+    )
+    first = subject.sequencer.append_each(
+        tenant="t1",
+        requests=[
+            AppendRequest(
+                actor="d1",
+                events=[NewEvent(type="device.reading", subject="a", payload={"c": 1})],
+                idempotency_key="d:1",
+            ),
+            AppendRequest(
+                actor="d1", events=[NewEvent(type="asset.created", subject="ast_1", payload={})]
+            ),
+            AppendRequest(actor="d2", events=[NewEvent(type="nope", subject="a", payload={})]),
+            AppendRequest(
+                actor="d2",
+                events=[
+                    NewEvent(type="asset.submitted", subject="ast_1", payload={}),
+                    NewEvent(type="asset.verified", subject="ast_1", payload={}),
+                ],
+                idempotency_key="d:2",
+            ),
+            AppendRequest(
+                actor="d3", events=[NewEvent(type="asset.verified", subject="ast_1", payload={})]
+            ),
+        ],
+    )
+    assert isinstance(first[1], LifecycleConflict)  # ast_1 already exists
+    assert isinstance(first[2], ValidationError)
+    assert isinstance(first[4], LifecycleConflict)  # already VERIFIED by request 3
+    ok = [r for r in first if isinstance(r, list)]
+    assert [e.seq for r in ok for e in r] == [1, 2, 3]
+    entries = all_entries(subject)
+    assert [e.seq for e in entries] == [0, 1, 2, 3]
+    verify_chain(entries, start=Tail.empty())
+    assert [e.actor for e in subject.queries.events(EventFilter(tenant="t1"))] == [
+        "a",
+        "d1",
+        "d2",
+        "d2",
+    ]
+    # redelivered in another group: the same entries, nothing appended
+    again = subject.sequencer.append_each(
+        tenant="t1",
+        requests=[
+            AppendRequest(
+                actor="d1",
+                events=[NewEvent(type="device.reading", subject="a", payload={"c": 1})],
+                idempotency_key="d:1",
+            ),
+            AppendRequest(
+                actor="d1",
+                events=[NewEvent(type="device.reading", subject="a", payload={"c": 9})],
+                idempotency_key="d:1",
+            ),
+        ],
+    )
+    assert isinstance(again[0], list) and [e.id for e in again[0]] == [e.id for e in first[0]]  # type: ignore[union-attr]
+    assert isinstance(again[1], IdempotencyConflict)
+    assert len(all_entries(subject)) == 4

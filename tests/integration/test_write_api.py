@@ -49,7 +49,7 @@ def test_batch_is_all_or_nothing(stack: Any) -> None:
             "events": [
                 {"type": "asset.created", "subject": "ast_1"},
                 {"type": "asset.submitted", "subject": "ast_1"},
-                {"type": "document.uploaded", "subject": "ast_1", "payload": {"sha256": "ab"}},
+                {"type": "document.uploaded", "subject": "ast_1", "payload": {"sha256": "ab" * 32}},
             ]
         },
         key,

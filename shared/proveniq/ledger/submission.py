@@ -15,7 +15,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from proveniq.errors import FieldIssue, PayloadTooLarge, ValidationError
-from proveniq.ledger import lifecycle
+from proveniq.ledger import evidence, lifecycle
 from proveniq.log.canonical import canonicalize, parse_strict
 from proveniq.log.chain import Draft
 from proveniq.log.timefmt import format_time
@@ -113,6 +113,7 @@ def prepare(sub: EventSubmission, *, field: str) -> Prepared:
     if lifecycle.governs(sub.type) and sub.type not in lifecycle.TRANSITIONS:
         raise ValidationError(f"unknown asset event {sub.type!r}", field=f"{field}type")
     _check_shape(sub.payload, f"{field}payload", depth=1)
+    evidence.check_evidence(sub.type, sub.payload, prefix=f"{field}payload")
     payload = canonicalize(sub.payload, field=f"{field}payload", checked=True)  # parse_strict
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise PayloadTooLarge(

@@ -131,7 +131,7 @@ class _SequencingTx:
 
     def subject_statuses(self, tenant: str, subjects: Sequence[str]) -> dict[str, str]:
         with self._ledger._data:
-            st = self._ledger._state.statuses
+            st = {**self._ledger._state.statuses, **self._statuses}
             return {s: st[(tenant, s)][0] for s in subjects if (tenant, s) in st}
 
     def insert(self, entries: Sequence[Entry], payloads: Sequence[bytes], actor: str) -> None:
@@ -153,8 +153,23 @@ class _SequencingTx:
         with self._ledger._data:
             if (tenant, idem.key) in self._ledger._state.responses:
                 return False
+        if (tenant, idem.key) in self._responses:
+            return False
         self._responses[(tenant, idem.key)] = (idem.request_hash, response)
         return True
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        events, statuses, responses = (
+            list(self._events),
+            dict(self._statuses),
+            dict(self._responses),
+        )
+        try:
+            yield
+        except BaseException:
+            self._events, self._statuses, self._responses = events, statuses, responses
+            raise
 
     def commit(self) -> None:
         with self._ledger._data:

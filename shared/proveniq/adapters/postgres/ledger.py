@@ -154,6 +154,16 @@ class _SequencingTx:
         )
         return self.cur.fetchone() is not None
 
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        self.cur.execute("SAVEPOINT request")
+        try:
+            yield
+        except BaseException:
+            self.cur.execute("ROLLBACK TO SAVEPOINT request")
+            raise
+        self.cur.execute("RELEASE SAVEPOINT request")
+
 
 class _Nodes:
     cur: Any
