@@ -6,7 +6,7 @@ Prints one table for N leaves (default 1,000,000), integrated B leaves per `inte
 (default 1,000) into a `MemoryNodeStore`, with two ratios measured in the same run:
 (a) against the raw hashlib SHA-256 ceiling for as many 65-byte node hashes as integration did;
 (b) against PyPI pymerkle 7.0's InmemoryTree doing the same work (it hashes raw entries itself, so
-our side of that row includes leaf hashing). Progress goes to stderr.
+our side of that row includes leaf hashing). Progress goes to stderr (bench/_harness.py).
 """
 
 from __future__ import annotations
@@ -16,23 +16,19 @@ import hashlib
 import itertools
 import platform
 import random
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from typing import TypeVar
 
+from _harness import log
 from pymerkle import InmemoryTree
 
 from proveniq.log import merkle, proof
 from proveniq.log.integrate import MemoryNodeStore, integrate
 
 T = TypeVar("T")
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def timed(fn: Callable[[], T]) -> tuple[T, float]:

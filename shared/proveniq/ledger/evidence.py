@@ -120,9 +120,7 @@ def _fields_for(event_type: str) -> Mapping[str, Check]:
     return {}
 
 
-def check_evidence(
-    event_type: str, payload: Mapping[str, Any], *, prefix: str = "payload"
-) -> None:
+def check_evidence(event_type: str, payload: Mapping[str, Any], *, prefix: str = "payload") -> None:
     """Raise `ValidationError` (field ``<prefix>.<name>``) for the first malformed known field."""
     for name, check in _fields_for(event_type).items():
         if name in payload:
