@@ -12,7 +12,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Webhook receivers on this machine are allowed locally only (and only over loopback).
 run: $(STAMP)
+	PROVENIQ_WEBHOOK_ALLOWED_NETWORKS=$${PROVENIQ_WEBHOOK_ALLOWED_NETWORKS-127.0.0.0/8,::1/128} \
+	PROVENIQ_WEBHOOK_ALLOW_HTTP=$${PROVENIQ_WEBHOOK_ALLOW_HTTP-true} \
 	$(BIN)/proveniq serve
 
 demo: $(STAMP)

@@ -119,20 +119,18 @@ def chunk_rows(
 
 
 @dataclass
-class LoadResult:
+class Loaded:
     seconds: float
-    cores_driver: float
-    cores_pg: float
+    cores: str
     root: bytes
     analyze_s: float
     db_bytes: int
-    machine: float
 
     def rate(self, n: int) -> float:
         return n / self.seconds
 
 
-def load(pg: h.Database, db: str, n: int, tenant: h.Tenant) -> LoadResult:
+def load(pg: h.Database, db: str, n: int, tenant: h.Tenant) -> Loaded:
     for s in (tenant.partner_id, tenant.actor):
         assert s.isprintable() and "\t" not in s and "\\" not in s
     h.check_claim_payload()
@@ -198,37 +196,26 @@ def load(pg: h.Database, db: str, n: int, tenant: h.Tenant) -> LoadResult:
     pg.admin("ANALYZE events", db)
     analyze_s = time.perf_counter() - t
     db_bytes = pg.query(db, "SELECT pg_database_size(current_database())")[0][0]
-    return LoadResult(
-        u.wall,
-        u.cores(u.driver),
-        u.cores(u.pg),
-        builder.root(),
-        analyze_s,
-        db_bytes,
-        u.cores(u.machine),
-    )
+    return Loaded(u.wall, u.summary(), builder.root(), analyze_s, db_bytes)
 
 
 # ---- 1b. integrate -------------------------------------------------------------------------
 
 
 @dataclass
-class IntegrationResult:
+class Integrated:
     seconds: float
-    calls: int
-    cores_driver: float
-    cores_pg: float
+    cores: str
     root: bytes
     size: int
     per_call: list[float]
     vacuum_s: float
-    machine: float
 
     def rate(self) -> float:
         return self.size / self.seconds
 
 
-def integrate_all(pg: h.Database, db: str, n: int, rt: Any) -> IntegrationResult:
+def integrate_all(pg: h.Database, db: str, n: int, rt: Any) -> Integrated:
     per_call: list[float] = []
     size, root = 0, b""
     meter, t0 = h.Meter(pg.postmaster).start(), time.perf_counter()
@@ -251,17 +238,7 @@ def integrate_all(pg: h.Database, db: str, n: int, rt: Any) -> IntegrationResult
     t = time.perf_counter()
     pg.admin("VACUUM (ANALYZE) events, tree_nodes, checkpoints", db)
     vacuum_s = time.perf_counter() - t
-    return IntegrationResult(
-        u.wall,
-        len(per_call),
-        u.cores(u.driver),
-        u.cores(u.pg),
-        root,
-        size,
-        per_call,
-        vacuum_s,
-        u.cores(u.machine),
-    )
+    return Integrated(u.wall, u.summary(), root, size, per_call, vacuum_s)
 
 
 # ---- HTTP load plans (called in the harness's client process) ------------------------------
@@ -287,32 +264,32 @@ def write_plan() -> h.Plan:
 
 
 @dataclass
-class ProofResult:
+class Proved:
     requests: int
     seconds: float
     latencies: list[float]
-    cores_client: float
-    cores_server: float
-    cores_pg: float
+    cores: str
     verified: int
-    machine: float
 
     @property
     def rate(self) -> float:
         return self.requests / self.seconds
 
 
-def prove(
-    pg: h.Database,
-    db: str,
-    n: int,
-    stack: h.InProcessStack,
-    clients: h.Clients,
-    tenant: h.Tenant,
-    args: Any,
-) -> ProofResult:
+@dataclass(frozen=True)
+class Run:
+    """What every step of a size works with."""
+
+    pg: h.Database
+    stack: h.InProcessStack
+    clients: h.Clients
+    args: Any
+
+
+def prove(run: Run, db: str, n: int, tenant: h.Tenant) -> Proved:
     from proveniq.log.bundle import Bundle, verifiers_for, verify_bundle
 
+    pg, stack, args = run.pg, run.stack, run.args
     conc, limit = args.clients, args.proof_requests
     seqs = random.sample(range(n), min(n, limit + conc * 2))
     by_seq = dict(pg.query(db, "SELECT seq, id FROM events WHERE seq = ANY(%s)", (seqs,)))
@@ -326,23 +303,14 @@ def prove(
         seconds=args.proof_seconds,
         samples=5,
     )
-    result, u = clients.run(load, h.Meter(pg.postmaster, server=stack.server_cpu))
+    result, u = run.clients.run(load, h.Meter(pg.postmaster, server=stack.server_cpu))
     signer = stack.runtime.publisher.primary  # the key served as the log's public key
     verified = 0
     for body in result.samples:
         bundle = Bundle.from_json(json.loads(body)["data"])
         verify_bundle(bundle, verifiers_for(bundle.checkpoint, signer.public_key, signer.name))
         verified += 1
-    return ProofResult(
-        requests=result.requests,
-        seconds=result.seconds,
-        latencies=result.latencies,
-        cores_client=result.cpu / result.seconds,
-        cores_server=u.cores(u.server),
-        cores_pg=u.cores(u.pg),
-        verified=verified,
-        machine=u.cores(u.machine),
-    )
+    return Proved(result.requests, result.seconds, result.latencies, u.summary(result), verified)
 
 
 # ---- 3. time-to-integrate ------------------------------------------------------------------
@@ -404,24 +372,15 @@ class TtiResult:
     ticks: list[float]
     empty_ticks: int
     leaves_per_seal: float
-    cores_client: float
-    cores_server: float
-    cores_pg: float
-    machine: float
+    cores: str
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds
 
 
-def time_to_integrate(
-    pg: h.Database,
-    stack: h.InProcessStack,
-    clients: h.Clients,
-    tenant: h.Tenant,
-    interval_ms: int,
-    args: Any,
-) -> TtiResult:
+def time_to_integrate(run: Run, tenant: h.Tenant, interval_ms: int) -> TtiResult:
+    pg, stack, args = run.pg, run.stack, run.args
     timer = SealTimer(interval_ms / 1000, stack.runtime)
     load = h.Load(
         port=stack.port,
@@ -434,7 +393,7 @@ def time_to_integrate(
     )
     try:
         meter = h.Meter(pg.postmaster, server=stack.server_cpu)
-        result, u = clients.run(load, meter, on_go=timer.start)
+        result, u = run.clients.run(load, meter, on_go=timer.start)
         acks: list[tuple[float, int]] = result.acks
         top = max(seq for _, seq in acks)
         deadline = time.monotonic() + 30
@@ -469,10 +428,7 @@ def time_to_integrate(
         ticks=timer.ticks,
         empty_ticks=timer.empty_ticks,
         leaves_per_seal=(len(acks) / seals) if seals else 0.0,
-        cores_client=result.cpu / result.seconds,
-        cores_server=u.cores(u.server),
-        cores_pg=u.cores(u.pg),
-        machine=u.cores(u.machine),
+        cores=u.summary(result),
     )
 
 
@@ -506,14 +462,8 @@ class SizeReport:
         print(line, flush=True)
 
 
-def run_size(
-    pg: h.Database,
-    stack: h.InProcessStack,
-    clients: h.Clients,
-    n: int,
-    args: Any,
-    est: Estimates,
-) -> None:
+def run_size(run: Run, n: int, est: Estimates) -> None:
+    pg, stack, args = run.pg, run.stack, run.args
     t_size = time.perf_counter()
     db = pg.fresh(f"p{n}")
     try:
@@ -527,9 +477,8 @@ def run_size(
         est.load_rate = ld.rate(n)
         out.add(
             f"1. load:   {n:>11,} entries in {ld.seconds:7.1f} s = {ld.rate(n):>9,.0f} entries/s"
-            f"   (cores: driver {ld.cores_driver:.2f}, pg {ld.cores_pg:.2f}, machine "
-            f"{ld.machine:.2f}); "
-            f"database {ld.db_bytes / 2**20:,.0f} MiB; ANALYZE {ld.analyze_s:.1f} s"
+            f"   ({ld.cores}); database {ld.db_bytes / 2**20:,.0f} MiB; "
+            f"ANALYZE {ld.analyze_s:.1f} s"
         )
 
         log(f"1. integrating {n:,} entries (integrate_and_publish until caught up)")
@@ -539,9 +488,8 @@ def run_size(
         calls = ig.per_call
         out.add(
             f"   integrate: {ig.size:>8,} entries in {ig.seconds:7.1f} s = {ig.rate():>9,.0f} "
-            f"entries/s integrated   (cores: driver {ig.cores_driver:.2f}, pg {ig.cores_pg:.2f},"
-            f" machine {ig.machine:.2f});"
-            f" {ig.calls} integrate_and_publish() calls, {min(calls):.2f}-{max(calls):.2f} s each"
+            f"entries/s integrated   ({ig.cores});"
+            f" {len(calls)} integrate_and_publish() calls, {min(calls):.2f}-{max(calls):.2f} s each"
         )
         out.add(
             f"           root {ig.root.hex()[:16]}... "
@@ -553,13 +501,12 @@ def run_size(
 
         t_fixed = time.perf_counter()
         log(f"2. proofs: {args.proof_requests:,} requests or {args.proof_seconds:.0f} s")
-        pr = prove(pg, db, n, stack, clients, tenant, args)
+        pr = prove(run, db, n, tenant)
         out.add(
             f"2. proofs: {pr.requests:>6,} x GET /v1/events/{{id}}/proof, {args.clients} clients,"
             f" {pr.seconds:.1f} s = {pr.rate:,.0f} req/s; latency p50 "
             f"{pct(pr.latencies, 0.5) * 1e3:.1f} ms, p99 {pct(pr.latencies, 0.99) * 1e3:.1f} ms"
-            f"   (cores: client {pr.cores_client:.2f}, server {pr.cores_server:.2f}, "
-            f"pg {pr.cores_pg:.2f}, machine {pr.machine:.2f}); all 200, {pr.verified} bundles "
+            f"   ({pr.cores}); all 200, {pr.verified} bundles "
             "verified"
         )
 
@@ -569,7 +516,7 @@ def run_size(
         )
         for interval in args.intervals:
             log(f"3. time-to-integrate, seal interval {interval} ms, {args.tti_seconds:.0f} s")
-            r = time_to_integrate(pg, stack, clients, tenant, interval, args)
+            r = time_to_integrate(run, tenant, interval)
             tick = f"{pct(r.ticks, 0.5) * 1e3:.0f}/{max(r.ticks) * 1e3:.0f}" if r.ticks else "-"
             out.add(
                 f"   interval {interval:>4} ms: {r.events:>6,} events, {r.rate:>5,.0f} events/s "
@@ -581,8 +528,7 @@ def run_size(
                 f"        {len(r.ticks)} integrating ticks ({r.empty_ticks} empty), "
                 f"{r.leaves_per_seal:,.0f} events/checkpoint, tick p50/max {tick} ms; "
                 f"{r.early} covered before the ack arrived (counted 0), {r.uncovered} uncovered"
-                f"   (cores: client {r.cores_client:.2f}, server {r.cores_server:.2f}, "
-                f"pg {r.cores_pg:.2f}, machine {r.machine:.2f})"
+                f"   ({r.cores})"
             )
         written, gaps, broken = pg.query(db, CHAIN_SQL, (n - 1,))[0]
         out.add(
@@ -641,7 +587,7 @@ def main() -> None:
                 for i, n in enumerate(args.sizes):
                     left = sum(est.seconds(m) for m in args.sizes[i:])
                     log(f"size {n:,}: estimated {hms(est.seconds(n))}; all sizes left {hms(left)}")
-                    run_size(pg, stack, clients, n, args, est)
+                    run_size(Run(pg, stack, clients, args), n, est)
         finally:
             stack.close()
 

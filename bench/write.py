@@ -67,12 +67,21 @@ def claim(tag: str, i: int) -> dict[str, Any]:
 # ---- measurements ----------------------------------------------------------------------------
 
 
-@dataclass
-class Row:
+@dataclass(frozen=True)
+class Case:
+    """What one row measures: `events` events in transactions / requests of `batch`."""
+
     section: str
     label: str
     conc: int
     events: int
+    batch: int
+    tag: str  # makes the subjects of the row's claims unique
+
+
+@dataclass
+class Row:
+    case: Case
     txs: int
     seconds: float
     latencies: list[float]  # seconds per transaction / request
@@ -83,7 +92,7 @@ class Row:
 
     @property
     def rate(self) -> float:
-        return self.events / self.seconds
+        return self.case.events / self.seconds
 
     def pct(self, q: float) -> float:
         """Nearest-rank percentile of the latencies, in milliseconds."""
@@ -125,28 +134,19 @@ class OneConnection:
             yield self.cur
             self.conn.commit()
         except BaseException:
-            self.conn.rollback()
+            with contextlib.suppress(Exception):  # a lost connection cannot roll back
+                self.conn.rollback()
             raise
 
 
 Insert = Callable[[Any, Sequence[Entry], Sequence[bytes], str], None]
 
 
-def raw_run(
-    pg: h.Database,
-    db: str,
-    *,
-    section: str,
-    label: str,
-    conc: int,
-    events: int,
-    batch: int,
-    insert: Insert | None,
-    tag: str,
-) -> Row:
-    """`events` rows in transactions of `batch`, by `conc` threads, each on its own connection;
-    `insert` None is the store's own choice (VALUES, or COPY for large batches)."""
-    drafts, payloads = raw_drafts(tag, events + conc * 2)
+def raw_run(pg: h.Database, db: str, case: Case, *, insert: Insert | None = None) -> Row:
+    """The case's events in transactions of `batch`, by `conc` threads, each on its own
+    connection; `insert` None is the store's own choice (VALUES, or COPY for large batches)."""
+    conc, events, batch = case.conc, case.events, case.batch
+    drafts, payloads = raw_drafts(case.tag, events + conc * 2)
     n_tx = math.ceil(events / batch)
     chunks = [(drafts[i : i + batch], payloads[i : i + batch]) for i in range(0, events, batch)]
     warm = [([drafts[events + k]], [payloads[events + k]]) for k in range(conc * 2)]
@@ -198,19 +198,9 @@ def raw_run(
         with contextlib.suppress(Exception):  # the server may be gone (Ctrl-C)
             conn.close()
     if errors:
-        raise RuntimeError(f"{label}: {errors[0]!r}") from errors[0]
-    return Row(
-        section=section,
-        label=label,
-        conc=conc,
-        events=events,
-        txs=n_tx,
-        seconds=usage.wall,
-        latencies=latencies,
-        cores_driver=usage.cores(usage.driver),
-        cores_server=None,
-        cores_pg=usage.cores(usage.pg),
-    )
+        raise RuntimeError(f"{case.label}: {errors[0]!r}") from errors[0]
+    driver, pg_cores = usage.cores(usage.driver), usage.cores(usage.pg)
+    return Row(case, n_tx, usage.wall, latencies, driver, None, pg_cores)
 
 
 # ---- (b) and (c) over HTTP: the harness's spawned client process -------------------------------
@@ -237,39 +227,20 @@ def write_plan(tag: str, path: str, batch: int, events: int) -> h.Plan:
 
 
 def http_run(
-    stack: h.InProcessStack | h.ServeProcess,
-    clients: h.Clients,
-    key: str,
-    *,
-    section: str,
-    label: str,
-    path: str,
-    conc: int,
-    events: int,
-    batch: int,
-    tag: str,
+    stack: h.InProcessStack | h.ServeProcess, clients: h.Clients, key: str, case: Case
 ) -> Row:
+    path = "/v1/events" if case.batch == 1 else "/v1/events:batch"
     load = h.Load(
         port=stack.port,
         key=key,
-        conc=conc,
-        plan=functools.partial(write_plan, tag, path, batch, events),
-        max_requests=math.ceil(events / batch),
+        conc=case.conc,
+        plan=functools.partial(write_plan, case.tag, path, case.batch, case.events),
+        max_requests=math.ceil(case.events / case.batch),
     )
     result, usage = clients.run(load, h.Meter(stack.pg.postmaster, server=stack.server_cpu))
     wall = result.seconds
-    return Row(
-        section=section,
-        label=label,
-        conc=conc,
-        events=events,
-        txs=result.requests,
-        seconds=wall,
-        latencies=result.latencies,
-        cores_driver=result.cpu / wall,
-        cores_server=usage.server / wall,
-        cores_pg=usage.pg / wall,
-    )
+    cores = (result.cpu / wall, usage.server / wall, usage.pg / wall)
+    return Row(case, result.requests, wall, result.latencies, *cores)
 
 
 # ---- correctness -----------------------------------------------------------------------------
@@ -359,13 +330,14 @@ def report(
     print("-" * len(head))
     section = None
     for r in rows:
-        if section is not None and r.section != section:
+        if section is not None and r.case.section != section:
             print()
-        section = r.section
+        section = r.case.section
         server = "-" if r.cores_server is None else f"{r.cores_server:.2f}"
         per_event = "-" if r.cores_server is None else f"{r.cores_server / r.rate * 1e6:,.0f}"
         print(
-            f"{r.label:<46}{r.conc:>5}{r.events:>9,}{r.txs:>8,}{r.seconds:>7.1f}{r.rate:>10,.0f}"
+            f"{r.case.label:<46}{r.case.conc:>5}{r.case.events:>9,}{r.txs:>8,}"
+            f"{r.seconds:>7.1f}{r.rate:>10,.0f}"
             f"{r.pct(0.5):>8.2f}{r.pct(0.99):>8.2f}{r.ratio:>9}   "
             f"{r.cores_driver:.2f} / {server:>4} / {r.cores_pg:.2f}{per_event:>19}"
         )
@@ -417,15 +389,7 @@ def run(args: argparse.Namespace, pg: h.Database) -> None:
     raw: dict[int, Row] = {}
     for c in single_conc:
         row = raw_run(
-            pg,
-            raw_db,
-            section="a",
-            label="(a) raw SQL: lock+tail, insert, commit",
-            conc=c,
-            events=n,
-            batch=1,
-            insert=None,
-            tag=f"a{c}",
+            pg, raw_db, Case("a", "(a) raw SQL: lock+tail, insert, commit", c, n, 1, f"a{c}")
         )
         row.ratio = "ceiling"
         raw[c] = row
@@ -439,18 +403,8 @@ def run(args: argparse.Namespace, pg: h.Database) -> None:
             h.log(f"(b) POST /v1/events: {n:,} events at 1, 8, 32 clients")
             key = stack.use(fresh("http_single")).key
             for c in single_conc:
-                row = http_run(
-                    stack,
-                    clients,
-                    key,
-                    section="b",
-                    label="(b) HTTP POST /v1/events, 1 event/request",
-                    path="/v1/events",
-                    conc=c,
-                    events=n,
-                    batch=1,
-                    tag=f"b{c}",
-                )
+                label = "(b) HTTP POST /v1/events, 1 event/request"
+                row = http_run(stack, clients, key, Case("b", label, c, n, 1, f"b{c}"))
                 row.ratio = f"{row.rate / raw[c].rate:.2f}"
                 rows.append(row)
                 h.log(f"    {c:>2} clients: {row.rate:,.0f} events/s, p50 {row.pct(0.5):.1f} ms")
@@ -464,34 +418,16 @@ def run(args: argparse.Namespace, pg: h.Database) -> None:
                     ("INSERT VALUES", values_db, values_insert),
                     ("COPY", copy_db, copy_insert),
                 ):
-                    row = raw_run(
-                        pg,
-                        db,
-                        section="c",
-                        label=f"(c) raw {name}, {batch:,} events/tx",
-                        conc=c,
-                        events=m,
-                        batch=batch,
-                        insert=insert,
-                        tag=f"c{name[:1]}{batch}-{c}",
-                    )
+                    label = f"(c) raw {name}, {batch:,} events/tx"
+                    case = Case("c", label, c, m, batch, f"c{name[:1]}{batch}-{c}")
+                    row = raw_run(pg, db, case, insert=insert)
                     pair.append(row)
                     rows.append(row)
                 best = max(pair, key=lambda r: r.rate)
                 for r in pair:
                     r.ratio = "ceiling" if r is best else f"{r.rate / best.rate:.2f}"
-                row = http_run(
-                    stack,
-                    clients,
-                    key,
-                    section="c",
-                    label=f"(c) HTTP POST /v1/events:batch, {batch:,}/request",
-                    path="/v1/events:batch",
-                    conc=c,
-                    events=m,
-                    batch=batch,
-                    tag=f"cb{batch}-{c}",
-                )
+                label = f"(c) HTTP POST /v1/events:batch, {batch:,}/request"
+                row = http_run(stack, clients, key, Case("c", label, c, m, batch, f"cb{batch}-{c}"))
                 row.ratio = f"{row.rate / best.rate:.2f}"
                 rows.append(row)
                 h.log(

@@ -72,6 +72,7 @@ class LiveStack:
         self.admin_key = ""
         self.keys: dict[str, str] = {}
         self.partners: dict[str, str] = {}
+        self.apps: dict[str, Any] = {}
 
     def superuser(self) -> Any:
         return self.pg.connect(database=self.database)
@@ -82,6 +83,38 @@ def stack(
     database: str, pg_server: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> Iterator[LiveStack]:
     """The local stack's gateway over real HTTP on 127.0.0.1, with two partners' keys."""
+    yield from _live_stack(database, pg_server, monkeypatch, tmp_path, followers=False)
+
+
+@pytest.fixture
+def followed_stack(
+    request: pytest.FixtureRequest,
+    database: str,
+    pg_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> Iterator[LiveStack]:
+    """`stack` plus what `make run` runs beside the gateway: the in-process bus pushing
+    `ledger-events` to risk_score and `device-telemetry` to device_ingest, the seal timer, the
+    outbox sweep and the webhook worker. Webhook targets on loopback are allowed. Extra
+    settings: ``@pytest.mark.stack_env(PROVENIQ_X="...")``."""
+    monkeypatch.setenv("PROVENIQ_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8")
+    monkeypatch.setenv("PROVENIQ_WEBHOOK_ALLOW_HTTP", "true")
+    monkeypatch.setenv("PROVENIQ_SEAL_INTERVAL_MS", "200")
+    marker = request.node.get_closest_marker("stack_env")
+    for k, v in (marker.kwargs if marker else {}).items():
+        monkeypatch.setenv(k, v)
+    yield from _live_stack(database, pg_server, monkeypatch, tmp_path, followers=True)
+
+
+def _live_stack(
+    database: str,
+    pg_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    *,
+    followers: bool,
+) -> Iterator[LiveStack]:
     from werkzeug.serving import make_server
 
     from proveniq.app import localstack
@@ -92,7 +125,13 @@ def stack(
     )
     monkeypatch.setenv("PROVENIQ_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("PROVENIQ_POOL_SIZE", "16")
-    gateway = localstack.gateway(localstack.build_apps())
+    apps = localstack.build_apps()
+    gateway = localstack.gateway(apps)
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    if followers:
+        localstack.connect_followers(apps)
+        threads = localstack.start_background(stop, apps)
     server_errors: list[str] = []
 
     def recording(environ: dict[str, Any], start_response: Any) -> Any:
@@ -118,7 +157,11 @@ def stack(
         for role in ("MEMBER", "VIEWER"):
             k, _ = accounts.create_key(partner_id=p.id, org_role=role)
             live.keys[f"{name}:{role}"] = k.secret
+    live.apps = apps
     yield live
+    stop.set()
+    for th in threads:
+        th.join(timeout=10)
     server.shutdown()
     server.server_close()
     release_runtime()  # before the database is dropped

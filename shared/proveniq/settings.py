@@ -20,6 +20,32 @@ Adapters are chosen here (`backend`), never by "if testing" elsewhere.
     PROVENIQ_POOL_SIZE        database connections per instance [8]
     PROVENIQ_SEAL_INTERVAL_MS local stack's batch_merkle timer   [1000]
     PORT                      local gateway port                [8080]
+    PROVENIQ_PUBLIC_BASE_URL  where partners reach the API (proof URLs in webhooks)
+                                                                [http://127.0.0.1:8080]
+  risk_score
+    PROVENIQ_RISK_REVIEW_THRESHOLD  a score at or above it needs a human review  [50]
+    PROVENIQ_RISK_REVIEW_MARGIN     ...as does a Gemini/deterministic gap above it [30]
+    PROVENIQ_GEMINI_MODEL     Gemini model id; unset: deterministic scoring only
+    PROVENIQ_GEMINI_LOCATION  Vertex AI location (gcp)         [europe-west1]
+    PROVENIQ_GEMINI_ENDPOINT  base URL override (a local generateContent server)
+    PROVENIQ_GEMINI_API_KEY   Gemini API key (local only; production uses Vertex AI + the
+                              function's service account)
+  webhooks
+    PROVENIQ_WEBHOOK_RETRY_SCHEDULE  seconds between attempts    [0,60,300,1800,7200,86400]
+    PROVENIQ_WEBHOOK_ALLOWED_NETWORKS loopback networks a local receiver may use (local only)
+    PROVENIQ_WEBHOOK_ALLOW_HTTP  allow http:// targets (local only)          [false]
+    PROVENIQ_WEBHOOK_KMS_KEY  projects/../cryptoKeys/K: envelope key for signing secrets (gcp)
+    PROVENIQ_WEBHOOK_QUEUE    projects/../locations/../queues/Q (gcp)
+    PROVENIQ_WEBHOOK_DISPATCH_URL  webhook_dispatch's URL, the Cloud Tasks target (gcp)
+    PROVENIQ_WEBHOOK_INVOKER  service account Cloud Tasks signs its OIDC token as (gcp)
+  devices
+    PROVENIQ_DEVICE_TOPIC     device-telemetry topic id         [device-telemetry]
+    PROVENIQ_DEVICE_DEAD_LETTER_TOPIC                           [device-telemetry-dead-letter]
+    PROVENIQ_DEVICE_MAX_SKEW_SECONDS  sent_at vs publish time    [900]
+    PROVENIQ_LOCAL_PUBSUB_PORT  the local stack's Pub/Sub Publisher API port    [8085]
+  projection
+    PROVENIQ_FIRESTORE_PROJECT  project of the Firestore projection; unset: no projection
+                                (the local stack sets it when it starts the emulator)
 """
 
 from __future__ import annotations
@@ -60,6 +86,25 @@ class Settings(BaseSettings):
     pool_size: PositiveInt = 8
     seal_interval_ms: PositiveInt = 1000
     port: PositiveInt = Field(default=8080, validation_alias=AliasChoices("PORT", "port"))
+    public_base_url: str = "http://127.0.0.1:8080"
+    risk_review_threshold: int = Field(default=50, ge=0, le=100)
+    risk_review_margin: int = Field(default=30, ge=0, le=100)
+    gemini_model: str | None = None
+    gemini_location: str = "europe-west1"
+    gemini_endpoint: str | None = None
+    gemini_api_key: str | None = None
+    webhook_retry_schedule: str = "0,60,300,1800,7200,86400"
+    webhook_allowed_networks: str | None = None
+    webhook_allow_http: bool = False
+    webhook_kms_key: str | None = None
+    webhook_queue: str | None = None
+    webhook_dispatch_url: str | None = None
+    webhook_invoker: str | None = None
+    device_topic: str = "device-telemetry"
+    device_dead_letter_topic: str = "device-telemetry-dead-letter"
+    device_max_skew_seconds: PositiveInt = 900
+    local_pubsub_port: PositiveInt = 8085
+    firestore_project: str | None = None
 
     @field_validator(
         "database_url",
@@ -68,6 +113,15 @@ class Settings(BaseSettings):
         "cloudsql_instance",
         "gcp_project",
         "firebase_project",
+        "gemini_model",
+        "gemini_endpoint",
+        "gemini_api_key",
+        "webhook_allowed_networks",
+        "webhook_kms_key",
+        "webhook_queue",
+        "webhook_dispatch_url",
+        "webhook_invoker",
+        "firestore_project",
         mode="before",
     )
     @classmethod

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import click
 
-from proveniq.errors import ProveniqError, ValidationError, VerificationError
+from proveniq.errors import NotFound, ProveniqError, ValidationError, VerificationError
 from proveniq.log import merkle
 from proveniq.log.bundle import Bundle, verifiers_for, verify_bundle
 from proveniq.log.canonical import parse_strict
@@ -229,6 +229,46 @@ def audit(key_file: Path | None) -> None:
 
 
 @main.command()
+@click.option("--rebuild", is_flag=True, required=True, help="Rebuild every document from the log.")
+def project(rebuild: bool) -> None:
+    """Rebuild the Firestore projection for apps from the ledger (nothing in Firestore is a
+    source of truth). Pause the projection's subscription while it runs."""
+    from proveniq.followers.projection.rebuild import rebuild as run_rebuild
+    from proveniq.ports import EventFilter
+
+    with _reporting():
+        rt = _runtime()
+        sink = rt.projection
+        if sink is None:
+            raise ValidationError("no projection configured", field="PROVENIQ_FIRESTORE_PROJECT")
+
+        def events() -> Any:
+            after = None
+            while True:
+                page = rt.queries.events(EventFilter(tenant=None, after_seq=after, limit=1000))
+                for ev in page:
+                    yield ev.entry, None if ev.payload is None else json.loads(ev.payload)
+                if len(page) < 1000:
+                    return
+                after = page[-1].entry.seq
+
+        try:
+            size = rt.proofs.checkpoint().size
+        except NotFound:
+            size = 0
+        report = run_rebuild(
+            sink,
+            events(),
+            tree_size=size,
+            progress=lambda stage, n: click.echo(f"{stage}: {n}", err=True),
+        )
+        click.echo(
+            f"OK: {report.events} events -> {report.documents} documents "
+            f"({report.tenants} organizations, {report.deleted} stale removed)"
+        )
+
+
+@main.command()
 def migrate() -> None:
     """Apply pending database migrations (embedded server or PROVENIQ_DATABASE_URL)."""
     from proveniq.app import localstack
@@ -298,6 +338,14 @@ def _diff(e: VerificationError) -> str:
         return f" (expected {e.expected or '?'}, found {e.found or '?'})"
     return ""
 
+
+def _attach_device_commands() -> None:
+    from proveniq.app.device_cli import device
+
+    main.add_command(device)
+
+
+_attach_device_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,11 +1,30 @@
-"""One entry point per function: what `functions/<name>/main.py` calls."""
+"""One entry point per function: what `functions/<name>/main.py` calls.
+
+Trigger semantics (Pub/Sub through Eventarc): returning acknowledges the message; raising
+makes the platform redeliver it. So only transient failures (`errors.Unavailable`) raise; a
+permanently bad message is logged (and, for devices, dead-lettered) and acknowledged.
+"""
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from flask import Request, Response
 
-from proveniq.app.runtime import runtime
-from proveniq.edge.http import serve
+from proveniq.app.runtime import Runtime, runtime
+from proveniq.edge.cloudevents import CloudEventLike, pubsub_delivery_from_cloud_event
+from proveniq.edge.http import error_response, serve
+from proveniq.errors import ProveniqError, Unavailable, ValidationError
+from proveniq.followers.projection.documents import change_for
+from proveniq.followers.webhooks.ports import AttemptTask
+from proveniq.followers.webhooks.signing import LedgerEvent
+from proveniq.intake.devices.ingest import Delivery
+from proveniq.intake.devices.message import Rejected
+from proveniq.ledger.outbox import decode_message
+from proveniq.ports import Message
+
+log = logging.getLogger("proveniq.entrypoints")
 
 
 def http(function: str, request: Request) -> Response:
@@ -18,3 +37,82 @@ def batch_merkle() -> int:
     """A scheduler tick: sweep the outbox, integrate and publish until caught up."""
     rt = runtime()
     return rt.integrator.run_until_current(rt.relay)
+
+
+def risk_score(event: CloudEventLike) -> dict[str, Any]:
+    """The `ledger-events` follower: score the event (appending `risk.scored`), fan it out to
+    the matching webhook subscriptions (Cloud Tasks), and project it into Firestore. Each step
+    is idempotent, so a redelivery after a transient failure repeats none of them twice."""
+    rt = runtime()
+    try:
+        delivery = pubsub_delivery_from_cloud_event(event)
+        entry, payload = decode_message(delivery.message.data)
+    except ValidationError as e:
+        log.error("ledger-events: malformed message acknowledged: %s", e.message)
+        return {"status": "malformed"}
+    outcome = rt.risk.handle(entry, payload)
+    deliveries = rt.webhooks.dispatcher.fan_out(LedgerEvent(entry=entry, payload=payload))
+    sink = rt.projection
+    if sink is not None:
+        sink.apply(change_for(entry, payload))
+    log.info(
+        "ledger-events: %s handled",
+        entry.id,
+        extra={"risk": outcome.status, "webhook_deliveries": len(deliveries), "seq": entry.seq},
+    )
+    return {"risk": outcome.status, "deliveries": len(deliveries)}
+
+
+def webhook_dispatch(request: Request) -> Response:
+    """One Cloud Tasks attempt: send the delivery, record it, schedule the next or dead-letter.
+    200 for every handled task (a failed send is recorded and rescheduled by us, not retried by
+    Cloud Tasks); 400 for a malformed task; 503 (Cloud Tasks retries) when the database is away.
+
+    In production the platform checks the OIDC token Cloud Tasks signs as the invoker service
+    account: only that account holds run.invoker on this function."""
+    rt = runtime()
+    try:
+        task = AttemptTask.from_json(request.get_data(cache=False)[: 64 * 1024])
+        report = rt.webhooks.dispatcher.attempt(task)
+    except ProveniqError as e:
+        if e.transient:
+            log.warning("webhook attempt deferred: %s", e.message)
+        return error_response(e)
+    return Response(
+        f'{{"success":true,"data":{{"result":"{report.result}"}}}}',
+        status=200,
+        content_type="application/json",
+    )
+
+
+def device_ingest(event: CloudEventLike) -> dict[str, Any]:
+    """One `device-telemetry` message: verify the device's signature and counter, sequence the
+    reading (grouped with concurrent deliveries under one lock), or dead-letter it."""
+    rt = runtime()
+    try:
+        d = pubsub_delivery_from_cloud_event(event)
+    except ValidationError as e:
+        _dead_letter_event(rt, event, e)
+        return {"status": "rejected", "reason": "bad_event"}
+    outcome = rt.devices.grouped.submit(
+        Delivery.of(message=d.message, message_id=d.message_id, publish_time=d.publish_time)
+    )
+    if isinstance(outcome, Rejected):
+        return {"status": "rejected", "reason": outcome.reason}
+    return {"status": type(outcome).__name__.lower()}
+
+
+def _dead_letter_event(rt: Runtime, event: CloudEventLike, error: ValidationError) -> None:
+    """A CloudEvent that is not a Pub/Sub message at all: keep what it carried, then ack."""
+    try:
+        raw = repr(event.get_data()).encode()[: 16 * 1024]
+    except Exception:
+        raw = b""
+    try:
+        rt.bus.send(
+            rt.settings.device_dead_letter_topic,
+            [Message(data=raw, attributes={"reason": "bad_event", "device": ""})],
+        )
+    except Unavailable:
+        raise  # redeliver: nothing may be dropped silently
+    log.error("device-telemetry: malformed CloudEvent dead-lettered: %s", error.message)

@@ -27,6 +27,8 @@ from proveniq.settings import Settings
 
 log = logging.getLogger("proveniq.localstack")
 SWEEP_MIN_AGE_SECONDS = 5.0  # leave in-flight publishes to the request that makes them
+WEBHOOK_POLL_SECONDS = 0.2
+FIRESTORE_PROJECT = "demo-proveniq"
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -137,13 +139,110 @@ def start_background(
             except Exception:
                 log.exception("seal tick failed")
 
+    def webhooks() -> None:
+        # Stands in for Cloud Tasks: due attempts are POSTed to webhook_dispatch.
+        from proveniq.followers.webhooks.worker import drain
+
+        while not stop.wait(WEBHOOK_POLL_SECONDS):
+            try:
+                drain(
+                    runtime().webhooks.queue,
+                    lambda task: dispatch_task(apps, task),
+                    now=datetime.now(UTC),
+                )
+            except Unavailable as e:
+                log.warning("webhook worker skipped: %s", e.message)
+            except Exception:
+                log.exception("webhook worker failed")
+
     threads = [
         threading.Thread(target=sweep, name="outbox-sweep", daemon=True),
         threading.Thread(target=seal, name="seal-timer", daemon=True),
     ]
+    if "webhook_dispatch" in apps:
+        threads.append(threading.Thread(target=webhooks, name="webhook-worker", daemon=True))
     for t in threads:
         t.start()
     return threads
+
+
+def connect_followers(apps: dict[str, Callable[..., Any]]) -> None:
+    """Subscribe the in-process bus to the functions Eventarc triggers in production:
+    `ledger-events` -> risk_score, `device-telemetry` -> device_ingest."""
+    from proveniq.adapters.local.bus import InProcessBus
+    from proveniq.app.runtime import runtime
+
+    rt = runtime()
+    if not isinstance(rt.bus, InProcessBus):
+        return
+    s = rt.settings
+    for topic, function in ((s.pubsub_topic, "risk_score"), (s.device_topic, "device_ingest")):
+        app = apps.get(function)
+        if app is not None:
+            rt.bus.subscribe(topic, _push_to(app, function), subscription=f"{topic}-{function}")
+
+
+def _push_to(app: Any, function: str) -> Callable[[Any], None]:
+    """A push subscription: the CloudEvent in binary mode, as Eventarc sends it."""
+    from cloudevents.conversion import to_binary
+
+    def push(event: Any) -> None:
+        headers, body = to_binary(event)
+        resp = app.test_client().post("/", data=body, headers=dict(headers))
+        if resp.status_code >= 300:  # the bus redelivers, then dead-letters
+            raise Unavailable(f"{function} answered {resp.status_code}")
+
+    return push
+
+
+def dispatch_task(apps: dict[str, Callable[..., Any]], task: Any) -> None:
+    """Deliver one Cloud Tasks-style HTTP task to webhook_dispatch."""
+    app: Any = apps["webhook_dispatch"]
+    resp = app.test_client().post("/", data=task.to_json(), content_type="application/json")
+    if resp.status_code == 503:
+        raise Unavailable("webhook_dispatch is unavailable")
+    if resp.status_code >= 300:
+        log.error("webhook_dispatch refused task %s: %s", task.name, resp.status_code)
+
+
+def start_pubsub_server(settings: Settings, echo: Callable[[str], None]) -> Any:
+    """The Pub/Sub Publisher API on 127.0.0.1 for device programs (PUBSUB_EMULATOR_HOST)."""
+    from proveniq.adapters.local.pubsub_server import LocalPubSubServer
+    from proveniq.app.runtime import runtime
+
+    def on_message(topic: str, message: Message, message_id: str, publish_time: str) -> None:
+        runtime().bus.send(topic, [message])
+
+    server = LocalPubSubServer(
+        on_message=on_message,
+        port=settings.local_pubsub_port,
+        topics=[settings.device_topic, settings.device_dead_letter_topic, settings.pubsub_topic],
+    ).start()
+    echo(f"Pub/Sub Publisher API for devices: PUBSUB_EMULATOR_HOST={server.address}")
+    return server
+
+
+def start_firestore(settings: Settings, echo: Callable[[str], None]) -> Any:
+    """The npm Firestore emulator for the app projection, when Node is available."""
+    from proveniq.adapters.local import firestore_emulator
+
+    if settings.firestore_project or os.environ.get("FIRESTORE_EMULATOR_HOST"):
+        return None  # configured by hand
+    if not firestore_emulator.available():
+        log.info("Node.js not found: the Firestore projection for apps is not running")
+        return None
+    try:
+        emulator = firestore_emulator.start(settings.state_dir / "firestore-emulator.log")
+    except Unavailable as e:
+        log.warning("Firestore projection not running: %s", e.message)
+        return None
+    os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.host
+    os.environ["PROVENIQ_FIRESTORE_PROJECT"] = FIRESTORE_PROJECT
+    echo(
+        f"Firestore projection for apps: FIRESTORE_EMULATOR_HOST={emulator.host} "
+        f"(project {FIRESTORE_PROJECT})"
+    )
+    return emulator
 
 
 def seal_tick(apps: dict[str, Callable[..., Any]]) -> int:
@@ -192,19 +291,33 @@ class AccessLog(WSGIRequestHandler):
 
 
 def run(settings: Settings, *, host: str, echo: Callable[[str], None], workers: int = 1) -> None:
-    from werkzeug.serving import make_server
 
     from proveniq.app import logs
 
     logs.setup()
-    settings = prepare(settings)
-    bootstrap(settings, echo)
-    if workers > 1:
-        run_workers(settings, host=host, echo=echo, workers=workers)
-        return
+    _stop_on_sigterm()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    firestore = start_firestore(settings, echo)
+    try:
+        settings = prepare(settings)
+        bootstrap(settings, echo)
+        if workers > 1:
+            run_workers(settings, host=host, echo=echo, workers=workers)
+            return
+        _serve(settings, host=host, echo=echo)
+    finally:
+        if firestore is not None:
+            firestore.stop()
+
+
+def _serve(settings: Settings, *, host: str, echo: Callable[[str], None]) -> None:
+    from werkzeug.serving import make_server
+
     apps = build_apps()
+    connect_followers(apps)
     stop = threading.Event()
     threads = start_background(stop, apps)
+    pubsub = start_pubsub_server(settings, echo)
     server = make_server(
         host, settings.port, gateway(apps), threaded=True, request_handler=AccessLog
     )
@@ -219,9 +332,22 @@ def run(settings: Settings, *, host: str, echo: Callable[[str], None], workers: 
     finally:
         stop.set()
         server.server_close()
+        pubsub.stop()
         for t in threads:
             t.join(timeout=5)
         shutdown(settings)
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (kill, systemd, containers, CI) stops the stack like Ctrl-C does, database too."""
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:  # started in the background by a shell
+        signal.signal(signal.SIGINT, stop)
 
 
 def run_workers(
@@ -257,7 +383,9 @@ def run_workers(
                 self.cfg.set(key, value)
 
         def load(self) -> Callable[..., Any]:
-            return gateway(build_apps())
+            apps = build_apps()
+            connect_followers(apps)
+            return gateway(apps)
 
     echo(
         f"Proveniq Ledger local stack on http://{host}:{settings.port} ({workers} server "
@@ -285,10 +413,15 @@ def _background_main(stop: Any) -> None:
     from proveniq.app.runtime import release_runtime
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logs.setup()
     local_stop = threading.Event()
-    threads = start_background(local_stop, build_apps())
+    apps = build_apps()
+    connect_followers(apps)
+    threads = start_background(local_stop, apps)
+    pubsub = start_pubsub_server(Settings.from_env(), lambda _: None)
     stop.wait()
+    pubsub.stop()
     local_stop.set()
     for t in threads:
         t.join(timeout=5)

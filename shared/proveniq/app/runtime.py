@@ -7,9 +7,11 @@ never at import, so cold starts stay cheap. Nothing below `app` fetches this run
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from proveniq.access.accounts import Accounts
@@ -21,12 +23,16 @@ from proveniq.adapters.postgres.accounts import PostgresAccounts
 from proveniq.adapters.postgres.ledger import PostgresLedger
 from proveniq.adapters.postgres.ratebuckets import PostgresRateBuckets
 from proveniq.edge.admin import AdminHandlers
+from proveniq.edge.devices import DeviceHandlers
 from proveniq.edge.health import HealthHandlers
 from proveniq.edge.http import Route
 from proveniq.edge.proofs import ProofHandlers
+from proveniq.edge.risk import RiskHandlers
 from proveniq.edge.routes import routes_for
+from proveniq.edge.webhooks import WebhookHandlers
 from proveniq.edge.write import WriteHandlers
 from proveniq.errors import ValidationError
+from proveniq.followers.risk.scoring import RiskScorer
 from proveniq.ledger.claims import ClaimVerification
 from proveniq.ledger.integration import Integrator
 from proveniq.ledger.outbox import Relay
@@ -118,16 +124,65 @@ class Runtime:
         with _lock:
             cached = self._route_cache.get(function)
             if cached is None:
-                cached = self._route_cache[function] = routes_for(function, *self._handlers())
+                cached = self._route_cache[function] = routes_for(
+                    function, self._handlers(function)
+                )
             return cached
 
-    def _handlers(self) -> list[object]:
-        return [
-            HealthHandlers(ready=self.ready),
-            WriteHandlers(sequencer=self.sequencer, queries=self.queries, proofs=self.proofs),
-            ProofHandlers(proofs=self.proofs, queries=self.queries, claims=self.claims),
-            AdminHandlers(accounts=self.accounts),
-        ]
+    def _handlers(self, function: str) -> dict[str, object]:
+        """Handler objects by route group (`edge.routes.handler_group`) for one function."""
+        risk = RiskHandlers(scorer=lambda: self.risk)
+        table: dict[str, dict[str, object]] = {
+            "write_event": {
+                "events": WriteHandlers(
+                    sequencer=self.sequencer, queries=self.queries, proofs=self.proofs
+                ),
+                "risk": risk,
+            },
+            "get_proof": {
+                **dict.fromkeys(
+                    ("events", "leaves", "subjects", "claims", "proofs", "checkpoints", "log"),
+                    ProofHandlers(proofs=self.proofs, queries=self.queries, claims=self.claims),
+                ),
+                "risk": risk,
+            },
+            "admin": {
+                "admin": AdminHandlers(accounts=self.accounts),
+                "webhooks": WebhookHandlers(
+                    subscriptions=lambda: self.webhooks.subscriptions,
+                    dispatcher=lambda: self.webhooks.dispatcher,
+                ),
+                "devices": DeviceHandlers(registry=lambda: self.devices.store, clock=_now),
+            },
+        }
+        return {"health": HealthHandlers(ready=self.ready), **table.get(function, {})}
+
+    # ---- the followers and the device intake, built on first use -------------------------
+
+    @functools.cached_property
+    def risk(self) -> RiskScorer:
+        from proveniq.app import wiring
+
+        return wiring.risk_scorer(self)
+
+    @functools.cached_property
+    def webhooks(self) -> Any:
+        from proveniq.app import wiring
+
+        return wiring.webhooks(self)
+
+    @functools.cached_property
+    def devices(self) -> Any:
+        from proveniq.app import wiring
+
+        return wiring.devices(self)
+
+    @functools.cached_property
+    def projection(self) -> Any:
+        """The Firestore sink, or None when no projection is configured."""
+        from proveniq.app import wiring
+
+        return wiring.projection_sink(self)
 
     def ready(self) -> None:
         with self.pool.transaction() as cur:
@@ -136,6 +191,10 @@ class Runtime:
     def describe(self) -> dict[str, Any]:
         s = self.settings
         return {"backend": s.backend, "origin": s.log_origin, "topic": s.pubsub_topic}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 _lock = threading.RLock()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from proveniq.edge.http import Handler, Route
@@ -20,10 +21,15 @@ PARAMS = {
     "subject": SUBJECT,
     "size": r"[1-9][0-9]{0,17}",
     "key_id": r"key_[0-9a-f]{12}",
+    "webhook_id": r"wh_[0-9a-f]{24}",
+    "delivery_id": r"dlv_[0-9a-f]{32}",
+    "device_id": r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}",
 }
 READ = "asset:read"
 WRITE = "asset:create"
 ADMIN = "admin:system"
+REVIEW = "asset:update"  # a risk review is a decision on the claim (OWNER, ADMIN, MEMBER)
+SETTINGS = "org:settings"  # webhooks and devices are the organization's settings
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,8 @@ ROUTES: tuple[RouteSpec, ...] = (
     # write_event: sequencing
     RouteSpec("write_event", "POST", "/v1/events", "write_one", WRITE),
     RouteSpec("write_event", "POST", "/v1/events:batch", "write_batch", WRITE),
+    RouteSpec("write_event", "POST", "/v1/risk/analyze", "analyze", WRITE),
+    RouteSpec("write_event", "POST", "/v1/risk/{subject}/review", "review", REVIEW),
     # get_proof: proofs, checkpoints, queries
     RouteSpec("get_proof", "GET", "/v1/events/{event_id}/proof", "event_proof", READ),
     RouteSpec("get_proof", "GET", "/v1/events/{event_id}", "get_event", READ),
@@ -71,6 +79,9 @@ ROUTES: tuple[RouteSpec, ...] = (
         "get_proof", "GET", "/v1/proofs/consistency", "consistency", READ, tenant_scoped=False
     ),
     RouteSpec("get_proof", "GET", "/v1/log/public-key", "public_key", READ, tenant_scoped=False),
+    RouteSpec("get_proof", "GET", "/v1/risk/reviews", "queue", READ),
+    RouteSpec("get_proof", "GET", "/v1/risk/{subject}/score", "score", READ),
+    RouteSpec("get_proof", "GET", "/v1/risk/{subject}/explanation", "explanation", READ),
     # admin: partners and keys
     RouteSpec("admin", "POST", "/v1/admin/partners", "create_partner", ADMIN, tenant_scoped=False),
     RouteSpec("admin", "GET", "/v1/admin/partners", "list_partners", ADMIN, tenant_scoped=False),
@@ -78,6 +89,28 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec(
         "admin", "DELETE", "/v1/admin/api-keys/{key_id}", "revoke_key", ADMIN, tenant_scoped=False
     ),
+    # admin: the organization's webhooks and devices
+    RouteSpec("admin", "POST", "/v1/webhooks", "create", SETTINGS),
+    RouteSpec("admin", "GET", "/v1/webhooks", "list", SETTINGS),
+    RouteSpec("admin", "GET", "/v1/webhooks/{webhook_id}", "get", SETTINGS),
+    RouteSpec("admin", "PATCH", "/v1/webhooks/{webhook_id}", "update", SETTINGS),
+    RouteSpec("admin", "DELETE", "/v1/webhooks/{webhook_id}", "delete", SETTINGS),
+    RouteSpec(
+        "admin", "POST", "/v1/webhooks/{webhook_id}/rotate-secret", "rotate_secret", SETTINGS
+    ),
+    RouteSpec("admin", "POST", "/v1/webhooks/{webhook_id}/test", "test", SETTINGS),
+    RouteSpec("admin", "GET", "/v1/webhooks/{webhook_id}/deliveries", "deliveries", SETTINGS),
+    RouteSpec(
+        "admin",
+        "POST",
+        "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/replay",
+        "replay",
+        SETTINGS,
+    ),
+    RouteSpec("admin", "POST", "/v1/devices", "register", SETTINGS),
+    RouteSpec("admin", "GET", "/v1/devices", "list", SETTINGS),
+    RouteSpec("admin", "GET", "/v1/devices/{device_id}", "get", SETTINGS),
+    RouteSpec("admin", "PATCH", "/v1/devices/{device_id}", "patch", SETTINGS),
 )
 
 
@@ -89,15 +122,20 @@ def http_functions() -> list[str]:
     return sorted({s.function for s in ROUTES if s.function != "*"})
 
 
-def routes_for(function: str, *handlers: object) -> list[Route]:
-    """The routes `function` serves, bound to the first handler object that has each method."""
+def handler_group(path: str) -> str:
+    """Which handler object serves a path: the first segment after /v1 (health: "health")."""
+    parts = path.split("/")
+    return parts[2].split(":")[0] if len(parts) > 2 else "health"
+
+
+def routes_for(function: str, handlers: Mapping[str, object]) -> list[Route]:
+    """The routes `function` serves, bound to `handlers[handler_group(path)].<handler>`."""
     out = []
     for spec in specs_for(function):
-        handler: Handler | None = next(
-            (getattr(h, spec.handler) for h in handlers if hasattr(h, spec.handler)), None
-        )
+        group = handlers.get(handler_group(spec.path))
+        handler: Handler | None = getattr(group, spec.handler, None)
         if handler is None:
-            raise LookupError(f"no handler {spec.handler!r} for {function}")
+            raise LookupError(f"no handler {spec.handler!r} for {spec.path} in {function}")
         out.append(Route(spec.method, spec.regex, handler, spec.permission, spec.tenant_scoped))
     return out
 

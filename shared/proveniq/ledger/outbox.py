@@ -14,8 +14,10 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
-from proveniq.errors import Unavailable
+from proveniq.errors import Unavailable, ValidationError
+from proveniq.log.entry import Entry
 from proveniq.ports import Bus, Message, Outbox, StoredEvent
 
 log = logging.getLogger("proveniq.relay")
@@ -35,6 +37,24 @@ def message_for(ev: StoredEvent) -> Message:
         attributes={"event_id": e.id, "tenant": e.tenant, "type": e.type, "seq": str(e.seq)},
         ordering_key=f"{e.tenant}/{e.subject}",
     )
+
+
+def decode_message(data: bytes) -> tuple[Entry, dict[str, Any] | None]:
+    """The inverse of `message_for`: the entry and its payload (None if erased). A malformed
+    message (permanent: acknowledge it) raises `ValidationError` naming the field."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValidationError(f"not a JSON ledger-events message: {e}", field="data") from e
+    if not isinstance(doc, dict):
+        raise ValidationError("a ledger-events message is a JSON object", field="data")
+    entry = Entry.from_json(doc.get("entry"), field="entry")
+    if doc.get("leaf_hash") != entry.leaf_hash().hex():
+        raise ValidationError("leaf_hash does not match the entry", field="leaf_hash")
+    payload = doc.get("payload")
+    if payload is not None and not isinstance(payload, dict):
+        raise ValidationError("payload must be an object or null", field="payload")
+    return entry, payload
 
 
 class Relay:

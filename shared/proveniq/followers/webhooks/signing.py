@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,8 +30,8 @@ from typing import Any, Final
 
 from standardwebhooks.webhooks import Webhook
 
-from proveniq.errors import ValidationError
 from proveniq.followers.webhooks.subscriptions import TEST_EVENT_TYPE, webhook_type
+from proveniq.ledger.outbox import decode_message
 from proveniq.log.canonical import canonicalize
 from proveniq.log.entry import Entry
 from proveniq.log.timefmt import format_time
@@ -50,20 +49,8 @@ class LedgerEvent:
 
     @classmethod
     def from_message(cls, data: bytes) -> LedgerEvent:
-        """Decode an outbox relay message (`ledger.outbox.message_for`): ``{"entry",
-        "leaf_hash", "payload"}``. The leaf hash must match the entry."""
-        try:
-            doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ValidationError(f"not a JSON ledger-events message: {e}", field="data") from e
-        if not isinstance(doc, dict):
-            raise ValidationError("a ledger-events message is a JSON object", field="data")
-        entry = Entry.from_json(doc.get("entry"))
-        if doc.get("leaf_hash") != entry.leaf_hash().hex():
-            raise ValidationError("leaf_hash does not match the entry", field="leaf_hash")
-        payload = doc.get("payload")
-        if payload is not None and not isinstance(payload, dict):
-            raise ValidationError("payload must be an object or null", field="payload")
+        """Decode an outbox relay message (`ledger.outbox.message_for`)."""
+        entry, payload = decode_message(data)
         return cls(entry=entry, payload=payload)
 
 
