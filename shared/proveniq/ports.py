@@ -200,6 +200,9 @@ class IntegrationTx(Protocol):
 
     def save_checkpoint(self, checkpoint: StoredCheckpoint) -> None: ...
 
+    def recorded_at(self, seqs: Sequence[int]) -> list[datetime]:
+        """When the entries of `seqs` were sequenced (for time-to-integrate)."""
+
 
 class IntegrationStore(Protocol):
     def integration(self) -> AbstractContextManager[IntegrationTx]: ...
@@ -210,6 +213,9 @@ class Outbox(Protocol):
         """Committed events not yet relayed, older than `min_age_seconds`."""
 
     def mark_relayed(self, seqs: Sequence[int]) -> None: ...
+
+    def backlog(self) -> int:
+        """How many committed events are not yet relayed."""
 
 
 class AuditView(Protocol):
@@ -258,6 +264,41 @@ class AccountStore(Protocol):
 class RateBuckets(Protocol):
     def take(self, *, bucket: str, capacity: float, refill_per_second: float) -> float:
         """Spend one token (refilling first); return the tokens left (negative: refused)."""
+
+
+# ---- telemetry ------------------------------------------------------------------------------
+
+
+class Telemetry(Protocol):
+    """What the use cases report to the metrics (`proveniq.app.metrics.Metrics` implements it)."""
+
+    def events_sequenced(
+        self, event_types: Sequence[str], *, partner_id: str | None, seconds: float
+    ) -> None: ...
+
+    def proof_generated(self, proof_type: str) -> None: ...
+
+    def checkpoint_published(self, *, size: int, integrate_seconds: Sequence[float]) -> None: ...
+
+    def checkpoint_refused(self) -> None: ...
+
+
+class NoTelemetry:
+    """Reports nowhere (tests, the offline tools)."""
+
+    def events_sequenced(
+        self, event_types: Sequence[str], *, partner_id: str | None, seconds: float
+    ) -> None:
+        return None
+
+    def proof_generated(self, proof_type: str) -> None:
+        return None
+
+    def checkpoint_published(self, *, size: int, integrate_seconds: Sequence[float]) -> None:
+        return None
+
+    def checkpoint_refused(self) -> None:
+        return None
 
 
 # ---- messaging and identity -----------------------------------------------------------------

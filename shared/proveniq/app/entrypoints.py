@@ -11,7 +11,10 @@ import logging
 from typing import Any
 
 from flask import Request, Response
+from opentelemetry.trace import SpanKind
 
+from proveniq.app import tracing
+from proveniq.app.metrics import metrics
 from proveniq.app.runtime import Runtime, runtime
 from proveniq.edge.cloudevents import CloudEventLike, pubsub_delivery_from_cloud_event
 from proveniq.edge.http import error_response, serve
@@ -28,15 +31,34 @@ log = logging.getLogger("proveniq.entrypoints")
 
 
 def http(function: str, request: Request) -> Response:
-    """Serve one HTTP request for `function` through the route map."""
+    """Serve one HTTP request for `function` through the route map, in a server span, counted
+    by route template."""
     rt = runtime()
-    return serve(request, rt.routes(function), rt.gate, max_body=rt.settings.max_body_bytes)
+    with tracing.consumer_span(
+        f"{function} {request.method}", dict(request.headers), kind=SpanKind.SERVER
+    ):
+        return serve(
+            request,
+            rt.routes(function),
+            rt.gate,
+            max_body=rt.settings.max_body_bytes,
+            observe=_observe,
+        )
+
+
+def _observe(method: str, route: str | None, status: int, seconds: float) -> None:
+    metrics().request(method=method, route=route, status=status, seconds=seconds)
 
 
 def batch_merkle() -> int:
     """A scheduler tick: sweep the outbox, integrate and publish until caught up."""
     rt = runtime()
-    return rt.integrator.run_until_current(rt.relay)
+    with tracing.consumer_span("batch_merkle tick", {}):
+        integrated = rt.integrator.run_until_current(rt.relay)
+        m = metrics()
+        m.seal_tick(lag_seconds=0.0)  # caught up (a failure raises before this)
+        m.set_outbox_backlog(rt.ledger.backlog())
+    return integrated
 
 
 def risk_score(event: CloudEventLike) -> dict[str, Any]:
@@ -50,6 +72,11 @@ def risk_score(event: CloudEventLike) -> dict[str, Any]:
     except ValidationError as e:
         log.error("ledger-events: malformed message acknowledged: %s", e.message)
         return {"status": "malformed"}
+    with tracing.consumer_span("ledger-events risk_score", delivery.message.attributes):
+        return _follow(rt, entry, payload)
+
+
+def _follow(rt: Runtime, entry: Any, payload: Any) -> dict[str, Any]:
     outcome = rt.risk.handle(entry, payload)
     deliveries = rt.webhooks.dispatcher.fan_out(LedgerEvent(entry=entry, payload=payload))
     sink = rt.projection
@@ -73,7 +100,16 @@ def webhook_dispatch(request: Request) -> Response:
     rt = runtime()
     try:
         task = AttemptTask.from_json(request.get_data(cache=False)[: 64 * 1024])
-        report = rt.webhooks.dispatcher.attempt(task)
+        with tracing.consumer_span("webhook_dispatch attempt", dict(request.headers)):
+            report = rt.webhooks.dispatcher.attempt(task)
+            if report.attempt is not None:
+                metrics().webhook_delivery(_delivery_outcome(report))
+                log.info(
+                    "webhook attempt %s: %s",
+                    task.name,
+                    report.attempt.outcome,
+                    extra={"event_id": report.delivery.event_id if report.delivery else None},
+                )
     except ProveniqError as e:
         if e.transient:
             log.warning("webhook attempt deferred: %s", e.message)
@@ -94,12 +130,21 @@ def device_ingest(event: CloudEventLike) -> dict[str, Any]:
     except ValidationError as e:
         _dead_letter_event(rt, event, e)
         return {"status": "rejected", "reason": "bad_event"}
-    outcome = rt.devices.grouped.submit(
-        Delivery.of(message=d.message, message_id=d.message_id, publish_time=d.publish_time)
-    )
+    with tracing.consumer_span("device-telemetry device_ingest", d.message.attributes):
+        outcome = rt.devices.grouped.submit(
+            Delivery.of(message=d.message, message_id=d.message_id, publish_time=d.publish_time)
+        )
     if isinstance(outcome, Rejected):
+        metrics().device_message_rejected(outcome.reason)
         return {"status": "rejected", "reason": outcome.reason}
     return {"status": type(outcome).__name__.lower()}
+
+
+def _delivery_outcome(report: Any) -> str:
+    state = report.delivery.state if report.delivery is not None else ""
+    if state == "dead":
+        return "dead_letter"
+    return "delivered" if state == "delivered" else "failed"
 
 
 def _dead_letter_event(rt: Runtime, event: CloudEventLike, error: ValidationError) -> None:

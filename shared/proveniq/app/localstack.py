@@ -51,6 +51,12 @@ def gateway(apps: dict[str, Callable[..., Any]]) -> Callable[..., Any]:
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/")
+        if path == "/metrics" and method == "GET":  # Prometheus text; no tenant data in labels
+            from proveniq.app.metrics import render
+
+            body, content_type = render()
+            start_response("200 OK", [("Content-Type", content_type)])
+            return [body]
         name = gateway_function(method, path, http_apps=apps)
         if name is not None and name in apps:
             result: Iterable[bytes] = apps[name](environ, start_response)

@@ -38,11 +38,16 @@ class CloudLoggingFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
-def setup(level: int = logging.INFO) -> None:
+def setup(level: int = logging.INFO, *, project: str = "local") -> None:
+    """JSON lines on stderr; each carries the current span's `logging.googleapis.com/trace`
+    and `spanId` so one write's log lines can be followed through its async steps."""
+    from proveniq.app.tracing import TraceLogFilter
+
     root = logging.getLogger()
     if any(isinstance(h.formatter, CloudLoggingFormatter) for h in root.handlers):
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(CloudLoggingFormatter())
+    handler.addFilter(TraceLogFilter(project))
     root.handlers[:] = [handler]
     root.setLevel(level)

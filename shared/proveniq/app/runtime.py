@@ -22,6 +22,8 @@ from proveniq.adapters.postgres import pool as pg
 from proveniq.adapters.postgres.accounts import PostgresAccounts
 from proveniq.adapters.postgres.ledger import PostgresLedger
 from proveniq.adapters.postgres.ratebuckets import PostgresRateBuckets
+from proveniq.app import tracing
+from proveniq.app.metrics import metrics
 from proveniq.edge.admin import AdminHandlers
 from proveniq.edge.devices import DeviceHandlers
 from proveniq.edge.health import HealthHandlers
@@ -78,11 +80,17 @@ class Runtime:
         ledger = PostgresLedger(pool)
         accounts = Accounts(PostgresAccounts(pool))
         the_bus = bus or _bus(settings)
-        relay = Relay(outbox=ledger, bus=the_bus, topic=settings.pubsub_topic)
+        telemetry = metrics()
+        relay = Relay(
+            outbox=ledger,
+            bus=the_bus,
+            topic=settings.pubsub_topic,
+            decorate=tracing.inject_attributes,  # the trace travels with each message
+        )
         publisher = CheckpointPublisher(
             origin=settings.log_origin, signers=signers or _signers(settings)
         )
-        proofs = Proofs(reader=ledger, publisher=publisher)
+        proofs = Proofs(reader=ledger, publisher=publisher, telemetry=telemetry)
         queries = Queries(reader=ledger)
         return cls(
             settings=settings,
@@ -98,9 +106,9 @@ class Runtime:
             ),
             bus=the_bus,
             relay=relay,
-            sequencer=Sequencer(store=ledger, relay=relay, reader=ledger),
+            sequencer=Sequencer(store=ledger, relay=relay, reader=ledger, telemetry=telemetry),
             publisher=publisher,
-            integrator=Integrator(store=ledger, publisher=publisher),
+            integrator=Integrator(store=ledger, publisher=publisher, telemetry=telemetry),
             proofs=proofs,
             queries=queries,
             claims=ClaimVerification(queries=queries, proofs=proofs),
@@ -193,6 +201,27 @@ class Runtime:
         return {"backend": s.backend, "origin": s.log_origin, "topic": s.pubsub_topic}
 
 
+_traced = False
+
+
+def tracing_setup(settings: Settings) -> None:
+    """One tracer provider per process: Cloud Trace on GCP, spans kept local otherwise (the
+    trace ids still reach every log line and travel with messages and tasks)."""
+    global _traced
+    if _traced:
+        return
+    _traced = True
+    exporter = "none"
+    if settings.backend == "gcp":
+        try:
+            import opentelemetry.exporter.cloud_trace  # noqa: F401
+
+            exporter = "cloud-trace"
+        except ImportError:
+            log.warning("opentelemetry-exporter-gcp-trace missing: spans are not exported")
+    tracing.setup(service="proveniq-ledger", exporter=exporter, project=settings.gcp_project)  # type: ignore[arg-type]
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -210,8 +239,10 @@ def runtime() -> Runtime:
             if _current is None:
                 from proveniq.app import logs
 
-                logs.setup()
-                _current = Runtime.build(Settings.from_env())
+                settings = Settings.from_env()
+                logs.setup(project=settings.gcp_project or "local")
+                tracing_setup(settings)
+                _current = Runtime.build(settings)
             rt = _current
     return rt
 

@@ -94,14 +94,12 @@ def setup(
 
 def _cloud_trace_exporter(project: str | None) -> SpanExporter:
     try:
-        from opentelemetry.exporter.cloud_trace import (  # type: ignore[import-not-found]
-            CloudTraceSpanExporter,
-        )
+        from opentelemetry.exporter.cloud_trace import CloudTraceSpanExporter
     except ImportError as e:
         raise RuntimeError(
             "exporter 'cloud-trace' needs the package opentelemetry-exporter-gcp-trace"
         ) from e
-    exporter: SpanExporter = CloudTraceSpanExporter(project_id=project)
+    exporter: SpanExporter = CloudTraceSpanExporter(project_id=project)  # type: ignore[no-untyped-call]
     return exporter
 
 

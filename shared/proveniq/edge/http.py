@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -63,6 +64,7 @@ class Route:
     handler: Handler
     permission: str | None  # None: public (health)
     tenant_scoped: bool = True
+    template: str = ""  # the OpenAPI path template, for metrics and traces (never a raw path)
 
     def match(self, method: str, path: str) -> dict[str, str] | None:
         if method != self.method:
@@ -81,10 +83,33 @@ class Gate(Protocol):
     def check_tenant(self, tenant: str) -> None: ...
 
 
-def serve(request: Request, routes: Sequence[Route], edge: Gate, *, max_body: int) -> Response:
+Observe = Callable[[str, str | None, int, float], None]  # method, route template, status, secs
+
+
+def serve(
+    request: Request,
+    routes: Sequence[Route],
+    edge: Gate,
+    *,
+    max_body: int,
+    observe: Observe | None = None,
+) -> Response:
+    started = time.perf_counter()
+    matched: list[Route] = []
+    response = _serve(request, routes, edge, max_body=max_body, matched=matched)
+    if observe is not None:
+        template = matched[0].template if matched else None
+        observe(request.method, template, response.status_code, time.perf_counter() - started)
+    return response
+
+
+def _serve(
+    request: Request, routes: Sequence[Route], edge: Gate, *, max_body: int, matched: list[Route]
+) -> Response:
     extra: dict[str, str] = {}
     try:
         route, params = _route(routes, request)
+        matched.append(route)
         if route.permission is None:
             reply = route.handler(
                 Call(request=request, params=params, body=b"", principal=_ANONYMOUS, tenant=None)

@@ -69,7 +69,7 @@ class RiskHandlers:
                 "level": risk.score.level,
                 "reasons": reasons,
                 "explanation": result.get("explanation"),
-                "models": result.get("models"),
+                "models": result.get("model"),
                 "proof_url": proof_url(risk.score.ref.event_id),
             },
             headers=NO_STORE,

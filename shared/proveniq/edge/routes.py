@@ -136,7 +136,9 @@ def routes_for(function: str, handlers: Mapping[str, object]) -> list[Route]:
         handler: Handler | None = getattr(group, spec.handler, None)
         if handler is None:
             raise LookupError(f"no handler {spec.handler!r} for {spec.path} in {function}")
-        out.append(Route(spec.method, spec.regex, handler, spec.permission, spec.tenant_scoped))
+        out.append(
+            Route(spec.method, spec.regex, handler, spec.permission, spec.tenant_scoped, spec.path)
+        )
     return out
 
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from proveniq.errors import ConsistencyProofError, InternalError, Unavailable
 from proveniq.ledger.outbox import Relay
 from proveniq.ledger.publishing import CheckpointPublisher
 from proveniq.log import merkle, proof
 from proveniq.log.integrate import Integration, NodeId, integrate, integrate_node_ids
-from proveniq.ports import IntegrationStore, StoredCheckpoint
+from proveniq.ports import IntegrationStore, NoTelemetry, StoredCheckpoint, Telemetry
 
 log = logging.getLogger("proveniq.integration")
 MAX_LEAVES_PER_RUN = 200_000
@@ -35,9 +36,16 @@ class Published:
 
 
 class Integrator:
-    def __init__(self, *, store: IntegrationStore, publisher: CheckpointPublisher) -> None:
+    def __init__(
+        self,
+        *,
+        store: IntegrationStore,
+        publisher: CheckpointPublisher,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self.store = store
         self.publisher = publisher
+        self.telemetry: Telemetry = telemetry or NoTelemetry()
 
     def integrate_and_publish(self, *, max_leaves: int = MAX_LEAVES_PER_RUN) -> Published | None:
         """Integrate once and publish a checkpoint; None when nothing new was sequenced."""
@@ -52,10 +60,19 @@ class Integrator:
                 raise InternalError(f"sequence gap after checkpoint {old_size}")
             border = tx.nodes(integrate_node_ids(old_size))
             step = integrate(lambda ids: _pick(border, ids), old_size, [r[1] for r in rows])
-            _check_consistent({**border, **step.new_nodes}, old_size, old_root, step)
+            try:
+                _check_consistent({**border, **step.new_nodes}, old_size, old_root, step)
+            except ConsistencyProofError:
+                self.telemetry.checkpoint_refused()
+                raise
             tx.write_nodes(step.new_nodes)
             note = self.publisher.sign(size=step.new_size, root=step.root)
             tx.save_checkpoint(StoredCheckpoint(size=step.new_size, root=step.root, note=note))
+            waited = tx.recorded_at(sorted({rows[0][0], rows[-1][0]}))
+        now = datetime.now(UTC)
+        self.telemetry.checkpoint_published(
+            size=step.new_size, integrate_seconds=[(now - t).total_seconds() for t in waited]
+        )
         log.info(
             "published",
             extra={"old_size": old_size, "size": step.new_size, "root": step.root.hex()},

@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from proveniq.errors import Unavailable, ValidationError
@@ -61,9 +61,17 @@ class Relay:
     """Relays after commit. Marking rows as sent is batched on a background thread: a mark
     lost in a crash only causes a re-send by the sweep, never a lost event."""
 
-    def __init__(self, *, outbox: Outbox, bus: Bus, topic: str) -> None:
+    def __init__(
+        self,
+        *,
+        outbox: Outbox,
+        bus: Bus,
+        topic: str,
+        decorate: Callable[[dict[str, str]], dict[str, str]] | None = None,
+    ) -> None:
         self.outbox = outbox
         self.bus = bus
+        self.decorate = decorate  # adds attributes to each message (the trace context)
         self.topic = topic
         self._marks: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
         self._marker: threading.Thread | None = None
@@ -74,7 +82,7 @@ class Relay:
         if not events:
             return True
         try:
-            self.bus.send(self.topic, [message_for(ev) for ev in events])
+            self.bus.send(self.topic, [self._message(ev) for ev in events])
         except Unavailable as e:
             log.warning("relay deferred to the outbox sweep: %s", e.message)
             return False
@@ -85,6 +93,14 @@ class Relay:
             self._ensure_marker()
             self._marks.put(seqs)
         return True
+
+    def _message(self, ev: StoredEvent) -> Message:
+        m = message_for(ev)
+        if self.decorate is None:
+            return m
+        return Message(
+            data=m.data, attributes=self.decorate(dict(m.attributes)), ordering_key=m.ordering_key
+        )
 
     def flush_marks(self) -> None:
         """Mark everything queued so far (shutdown, tests)."""

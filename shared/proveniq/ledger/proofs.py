@@ -14,7 +14,14 @@ from proveniq.errors import NotFound, ValidationError
 from proveniq.ledger.publishing import CheckpointPublisher
 from proveniq.log import proof
 from proveniq.log.bundle import Bundle, BundleVerdict, verify_bundle
-from proveniq.ports import LedgerReader, LedgerView, StoredCheckpoint, StoredEvent
+from proveniq.ports import (
+    LedgerReader,
+    LedgerView,
+    NoTelemetry,
+    StoredCheckpoint,
+    StoredEvent,
+    Telemetry,
+)
 
 MAX_WAIT_SECONDS = 30
 POLL_SECONDS = 0.1
@@ -29,9 +36,16 @@ class Pending:
 
 
 class Proofs:
-    def __init__(self, *, reader: LedgerReader, publisher: CheckpointPublisher) -> None:
+    def __init__(
+        self,
+        *,
+        reader: LedgerReader,
+        publisher: CheckpointPublisher,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self.reader = reader
         self.publisher = publisher
+        self.telemetry: Telemetry = telemetry or NoTelemetry()
 
     def bundle(self, ev: StoredEvent, *, tree_size: int | None = None) -> Bundle | Pending:
         """The inclusion bundle of `ev` in the latest checkpoint (or the one of `tree_size`)."""
@@ -47,6 +61,7 @@ class Proofs:
             if cp is None or ev.entry.seq >= cp.size:
                 return Pending(seq=ev.entry.seq, size=0 if cp is None else cp.size)
             path = proof.inclusion_proof(view.nodes, ev.entry.seq, cp.size)
+        self.telemetry.proof_generated("inclusion")
         return Bundle(
             entry=ev.entry,
             payload=None if ev.payload is None else json.loads(ev.payload),
@@ -93,7 +108,9 @@ class Proofs:
                     raise NotFound(
                         f"'{name}' must be the size of a published checkpoint; {size} is not"
                     )
-            return proof.consistency_proof(view.nodes, old, new)
+            hashes = proof.consistency_proof(view.nodes, old, new)
+        self.telemetry.proof_generated("consistency")
+        return hashes
 
 
 def _published(view: LedgerView, size: int) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,10 +27,12 @@ from proveniq.ports import (
     Idempotency,
     LedgerReader,
     NewEvent,
+    NoTelemetry,
     SequencingStore,
     SequencingTx,
     StoredEvent,
     StoredResponse,
+    Telemetry,
 )
 
 Render = Callable[[list[Entry]], StoredResponse]
@@ -49,11 +52,17 @@ def request_hash(body: bytes) -> bytes:
 
 class Sequencer:
     def __init__(
-        self, *, store: SequencingStore, relay: Relay | None, reader: LedgerReader | None = None
+        self,
+        *,
+        store: SequencingStore,
+        relay: Relay | None,
+        reader: LedgerReader | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.store = store
         self.relay = relay
         self.reader = reader  # to return the original entries of an idempotent replay
+        self.telemetry: Telemetry = telemetry or NoTelemetry()
 
     def sequence(
         self,
@@ -67,6 +76,7 @@ class Sequencer:
         """Sequence `prepared` all-or-nothing, then relay it to `ledger-events` (at least once:
         anything not relayed now is swept later from the outbox)."""
         items = [(f"evt_{uuid.uuid4().hex}", p) for p in prepared]
+        started = time.perf_counter()
         try:
             result = self._sequence(tenant, actor, items, idempotency, render)
         except _LostIdempotencyRace:
@@ -74,6 +84,12 @@ class Sequencer:
             replay = self._replay(tenant, idempotency)
             assert replay is not None
             return Sequenced(entries=[], payloads=[], response=replay, replayed=True)
+        if not result.replayed:
+            self.telemetry.events_sequenced(
+                [p.type for p in prepared],
+                partner_id=tenant,
+                seconds=time.perf_counter() - started,
+            )
         if not result.replayed and self.relay is not None:
             self.relay.relay(
                 [
@@ -171,6 +187,7 @@ class Sequencer:
                 continue
             work.append((i, r.actor, prepared, idem))
         committed: list[tuple[str, list[Entry], list[bytes]]] = []
+        started = time.perf_counter()
         if work:
             with self.store.sequencing() as tx:
                 tail, recorded_at = tx.lock_tail()
@@ -193,6 +210,12 @@ class Sequencer:
                     slots[i] = entries
                     committed.append((actor, entries, [p.payload for _, p in items]))
                     tail = Tail(size=entries[-1].seq + 1, leaf_hash=entries[-1].leaf_hash())
+        if committed:
+            self.telemetry.events_sequenced(
+                [e.type for _, entries, _ in committed for e in entries],
+                partner_id=tenant,
+                seconds=time.perf_counter() - started,
+            )
         if self.relay is not None and committed:
             self.relay.relay(
                 [

@@ -98,6 +98,10 @@ class MemoryLedger:
         with self._data:
             self._state.relayed.update(seqs)
 
+    def backlog(self) -> int:
+        with self._data:
+            return len(self._state.events) - len(self._state.relayed)
+
     # ---- audit -----------------------------------------------------------------------------
 
     @contextmanager
@@ -270,6 +274,11 @@ class _IntegrationTx:
 
     def write_nodes(self, nodes: Mapping[NodeId, bytes]) -> None:
         self._nodes.update(nodes)
+
+    def recorded_at(self, seqs: Sequence[int]) -> list[datetime]:
+        with self._ledger._data:
+            events = self._ledger._state.events
+            return [events[s].entry.recorded_at for s in sorted(seqs) if s < len(events)]
 
     def save_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
         self._checkpoints.append(checkpoint)

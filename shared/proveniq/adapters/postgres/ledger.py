@@ -101,6 +101,11 @@ class PostgresLedger:
                 (list(seqs),),
             )
 
+    def backlog(self) -> int:
+        with self.pool.transaction() as cur:
+            cur.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            return int(cur.fetchone()[0])
+
     # ---- audit -----------------------------------------------------------------------------
 
     @contextmanager
@@ -262,6 +267,12 @@ class _IntegrationTx(_Nodes):
                 "SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[])",
                 ([k[0] for k, _ in chunk], [k[1] for k, _ in chunk], [v for _, v in chunk]),
             )
+
+    def recorded_at(self, seqs: Sequence[int]) -> list[datetime]:
+        self.cur.execute(
+            "SELECT recorded_at FROM events WHERE seq = ANY(%s) ORDER BY seq", (list(seqs),)
+        )
+        return [r[0] for r in self.cur.fetchall()]
 
     def save_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
         self.cur.execute(
