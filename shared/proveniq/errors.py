@@ -128,6 +128,10 @@ class MethodNotAllowed(ProveniqError):
     code = "METHOD_NOT_ALLOWED"
     status = 405
 
+    def __init__(self, message: str, *, allow: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.allow = allow
+
 
 class Conflict(ProveniqError):
     code = "CONFLICT"
@@ -151,10 +155,11 @@ class RateLimited(ProveniqError):
     code = "RATE_LIMITED"
     status = 429
 
-    def __init__(self, message: str, *, retry_after: int = 1, limit: int = 0):
+    def __init__(self, message: str, *, retry_after: int = 1, limit: int = 0, reset: int = 0):
         super().__init__(message)
         self.retry_after = retry_after
         self.limit = limit
+        self.reset = reset  # unix seconds when the bucket is full again
 
 
 class Unavailable(ProveniqError):

@@ -96,7 +96,8 @@ def test_bundle_and_consistency_verify_offline(stack: Any, tmp_path: Path) -> No
 
     pinned = get(stack, f"/v1/events/{first[3]['id']}/proof?tree_size=7", key)
     assert pinned.json()["data"]["tree_size"] == 7
-    assert "immutable" in pinned.headers["Cache-Control"]
+    # a bundle carries the payload: never cached, so an erased payload cannot outlive erasure
+    assert pinned.headers["Cache-Control"] == "no-store"
 
     for size in (7, 19):
         cp = get(stack, f"/v1/checkpoints/{size}", key)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ package = _load("package")
 db_grants = _load("db_grants")
 
 PROJECT = "demo-proj"
+PROJECT_NUMBER = "123456789012"
 REGION = "europe-west1"
 # What `terraform output -raw cloudbuild_substitutions` would pass.
 SUBSTITUTIONS = {
@@ -62,6 +64,16 @@ SUBSTITUTIONS = {
     ),
     "_LOG_ORIGIN": "ledger.example.com/proveniq",
     "_FIREBASE_PROJECT": PROJECT,
+    "_FIRESTORE_PROJECT": PROJECT,
+    "_PUBLIC_BASE_URL": "https://proveniq-ledger-1a2b3c4d.ew.gateway.dev",
+    "_WEBHOOK_KMS_KEY": (
+        f"projects/{PROJECT}/locations/{REGION}/keyRings/proveniq-ledger/cryptoKeys/webhook-secrets"
+    ),
+    "_WEBHOOK_QUEUE": f"projects/{PROJECT}/locations/{REGION}/queues/webhooks",
+    "_WEBHOOK_DISPATCH_URL": f"https://webhook-dispatch-{PROJECT_NUMBER}.{REGION}.run.app",
+    "_WEBHOOK_INVOKER": f"proveniq-tasks-invoker@{PROJECT}.iam.gserviceaccount.com",
+    "_GEMINI_MODEL": "gemini-2.5-flash",
+    "_GEMINI_LOCATION": REGION,
 }
 
 # Settings the functions never read on GCP (local stack only, or set by the platform).
@@ -71,6 +83,24 @@ LOCAL_ONLY = {
     "PROVENIQ_SIGNING_KEY_FILE": "local Ed25519 key; on GCP Cloud KMS signs",
     "PROVENIQ_SEAL_INTERVAL_MS": "local stack's seal timer; on GCP Cloud Scheduler ticks",
     "PORT": "set by Cloud Functions itself (reserved)",
+    "PROVENIQ_LOCAL_PUBSUB_PORT": "the local stack's Pub/Sub Publisher API; on GCP real Pub/Sub",
+    "PROVENIQ_GEMINI_API_KEY": "Gemini Developer API key; on GCP Vertex AI as the function's SA",
+    "PROVENIQ_GEMINI_ENDPOINT": "a local generateContent server; on GCP Vertex AI's own endpoint",
+    "PROVENIQ_WEBHOOK_ALLOWED_NETWORKS": "loopback receivers of the local stack; GCP: public only",
+    "PROVENIQ_WEBHOOK_ALLOW_HTTP": "http:// receivers of the local stack; GCP: https only",
+}
+
+# Settings that name a resource a function may use: set (non-empty) exactly where the function's
+# service account holds the matching role, empty elsewhere (see cloudbuild.yaml).
+FEATURE_SETTINGS = {
+    "gemini": ("PROVENIQ_GEMINI_MODEL",),
+    "projection": ("PROVENIQ_FIRESTORE_PROJECT",),
+    "webhooks": (
+        "PROVENIQ_WEBHOOK_KMS_KEY",
+        "PROVENIQ_WEBHOOK_QUEUE",
+        "PROVENIQ_WEBHOOK_DISPATCH_URL",
+        "PROVENIQ_WEBHOOK_INVOKER",
+    ),
 }
 
 # The read API and the write API the brief lists, with the function that must serve each.
@@ -83,6 +113,7 @@ EXPECTED_ROUTES = {
     ("GET", "/v1/events"): "get_proof",
     ("GET", "/v1/events/{}"): "get_proof",
     ("GET", "/v1/subjects/{}/history"): "get_proof",
+    ("GET", "/v1/checkpoints"): "get_proof",
     ("GET", "/v1/checkpoints/latest"): "get_proof",
     ("GET", "/v1/checkpoints/{}"): "get_proof",
     ("GET", "/v1/proofs/consistency"): "get_proof",
@@ -94,6 +125,69 @@ EXPECTED_ROUTES = {
     ("GET", "/v1/admin/partners"): "admin",
     ("POST", "/v1/admin/api-keys"): "admin",
     ("DELETE", "/v1/admin/api-keys/{}"): "admin",
+    ("POST", "/v1/risk/analyze"): "write_event",
+    ("POST", "/v1/risk/{}/review"): "write_event",
+    ("GET", "/v1/risk/reviews"): "get_proof",
+    ("GET", "/v1/risk/{}/score"): "get_proof",
+    ("GET", "/v1/risk/{}/explanation"): "get_proof",
+    ("POST", "/v1/webhooks"): "admin",
+    ("GET", "/v1/webhooks"): "admin",
+    ("GET", "/v1/webhooks/{}"): "admin",
+    ("PATCH", "/v1/webhooks/{}"): "admin",
+    ("DELETE", "/v1/webhooks/{}"): "admin",
+    ("POST", "/v1/webhooks/{}/rotate-secret"): "admin",
+    ("POST", "/v1/webhooks/{}/test"): "admin",
+    ("GET", "/v1/webhooks/{}/deliveries"): "admin",
+    ("POST", "/v1/webhooks/{}/deliveries/{}/replay"): "admin",
+    ("POST", "/v1/devices"): "admin",
+    ("GET", "/v1/devices"): "admin",
+    ("GET", "/v1/devices/{}"): "admin",
+    ("PATCH", "/v1/devices/{}"): "admin",
+}
+
+# Least privilege: every role a function's service account holds, on what. All functions also
+# hold EVERY_FUNCTION (IAM database login). run.invoker is granted by cloudbuild.yaml (checked
+# in test_http_functions_are_invoked_only_by_their_caller).
+EVERY_FUNCTION = {
+    ("project", "roles/cloudsql.client"),
+    ("project", "roles/cloudsql.instanceUser"),
+}
+PUBLISH_LEDGER = ("topic:ledger_events", "roles/pubsub.publisher")
+FIREBASE_AUTH = ("project", "roles/firebaseauth.viewer")
+GEMINI = ("project", "roles/aiplatform.user")
+ENQUEUE_WEBHOOKS = {
+    ("queue:webhooks", "roles/cloudtasks.enqueuer"),
+    ("service_account:tasks_invoker", "roles/iam.serviceAccountUser"),
+}
+LEAST_PRIVILEGE: dict[str, set[tuple[str, str]]] = {
+    "write_event": {FIREBASE_AUTH, PUBLISH_LEDGER, GEMINI},
+    "admin": {
+        FIREBASE_AUTH,
+        ("key:webhook_secrets", "roles/cloudkms.cryptoKeyEncrypterDecrypter"),
+        *ENQUEUE_WEBHOOKS,
+    },
+    "get_proof": {FIREBASE_AUTH, ("key:checkpoint_signer", "roles/cloudkms.publicKeyViewer")},
+    "batch_merkle": {PUBLISH_LEDGER, ("key:checkpoint_signer", "roles/cloudkms.signerVerifier")},
+    "risk_score": {
+        PUBLISH_LEDGER,
+        GEMINI,
+        ("project", "roles/datastore.user"),
+        *ENQUEUE_WEBHOOKS,
+    },
+    "webhook_dispatch": {
+        ("key:webhook_secrets", "roles/cloudkms.cryptoKeyDecrypter"),
+        *ENQUEUE_WEBHOOKS,
+    },
+    "device_ingest": {
+        PUBLISH_LEDGER,
+        ("topic:device_telemetry_dead_letter", "roles/pubsub.publisher"),
+    },
+}
+# Which roles a feature setting needs (FEATURE_SETTINGS): set where held, empty where not.
+FEATURE_ROLES = {
+    "gemini": {GEMINI},
+    "projection": {("project", "roles/datastore.user")},
+    "webhooks": ENQUEUE_WEBHOOKS,
 }
 
 
@@ -147,6 +241,75 @@ def tf_account_id(directory: str) -> str:
     expression = tf_blocks("resource", "google_service_account")["function"]["account_id"]
     assert expression == 'proveniq-${replace(each.key, "_", "-")}', expression
     return "proveniq-" + directory.replace("_", "-")
+
+
+_IAM_TARGETS = {
+    "google_project_iam_member": ("project", None),
+    "google_pubsub_topic_iam_member": ("topic", r"google_pubsub_topic\.(\w+)\.name"),
+    "google_kms_crypto_key_iam_member": ("crypto_key_id", r"google_kms_crypto_key\.(\w+)\.id"),
+    "google_cloud_tasks_queue_iam_member": ("name", r"google_cloud_tasks_queue\.(\w+)\.name"),
+    "google_service_account_iam_member": (
+        "service_account_id",
+        r"google_service_account\.(\w+)\.name",
+    ),
+}
+_KIND = {
+    "google_pubsub_topic_iam_member": "topic",
+    "google_kms_crypto_key_iam_member": "key",
+    "google_cloud_tasks_queue_iam_member": "queue",
+    "google_service_account_iam_member": "service_account",
+}
+
+
+def _function_keys(for_each: Any) -> list[str]:
+    """The function directories a `for_each` expression ranges over."""
+    if for_each == "${google_service_account.function}":
+        return list(tf_functions())
+    expression = str(for_each)
+    m = re.fullmatch(r"\$\{local\.(\w+)\}", expression)
+    if m:
+        expression = str(tf_locals()[m.group(1)])
+    m = re.fullmatch(r"\$\{toset\(\[(.*)\]\)\}", expression)
+    assert m, f"cannot read for_each {for_each!r}"
+    keys = re.findall(r'"(\w+)"', m.group(1))
+    assert set(keys) <= set(tf_functions()), keys
+    return keys
+
+
+def function_grants() -> dict[str, set[tuple[str, str]]]:
+    """function directory -> {(target, role)} over every IAM member resource in terraform/.
+
+    target: "project", or "<kind>:<terraform resource name>" (topic, key, queue,
+    service_account)."""
+    grants: dict[str, set[tuple[str, str]]] = {d: set() for d in tf_functions()}
+    for type_, (field, pattern) in _IAM_TARGETS.items():
+        for name, body in tf_blocks("resource", type_).items():
+            member = str(body["member"])
+            fixed = re.fullmatch(
+                r'\$\{google_service_account\.function\["(\w+)"\]\.member\}', member
+            )
+            if fixed:
+                holders = [fixed.group(1)]
+            elif member == "${google_service_account.function[each.value].member}":
+                holders = _function_keys(body["for_each"])
+            elif member == "${each.value.member}" and body.get("for_each") == (
+                "${google_service_account.function}"
+            ):
+                holders = list(tf_functions())
+            else:
+                assert "google_service_account.function" not in member, (name, member)
+                continue  # not a function's identity
+            role = str(body["role"])
+            assert role.startswith("roles/"), f"{type_}.{name}: role {role!r}"
+            if pattern is None:
+                target = "project"
+            else:
+                m = re.fullmatch(r"\$\{" + pattern + r"\}", str(body[field]))
+                assert m, f"{type_}.{name}: {field} = {body[field]!r}"
+                target = f"{_KIND[type_]}:{m.group(1)}"
+            for holder in holders:
+                grants[holder].add((target, role))
+    return grants
 
 
 # --- The functions in the repository ------------------------------------------------------------
@@ -335,6 +498,16 @@ def gcp_settings_read() -> set[str]:
     raise AssertionError("Settings.from_env keeps asking for more variables")
 
 
+def substitutions_output() -> dict[str, str]:
+    """terraform output cloudbuild_substitutions: substitution -> its terraform expression."""
+    output = next(b for b in terraform()["output"] if "cloudbuild_substitutions" in b)
+    value = str(output["cloudbuild_substitutions"]["value"])
+    m = re.fullmatch(r'\$\{join\(",", \[(.*)\]\)\}', value, re.S)
+    assert m, value
+    pairs = re.findall(r'"(_[A-Z0-9_]+)=(.*?)"(?:, |$)', m.group(1))
+    return dict(pairs)
+
+
 # --- OpenAPI ----------------------------------------------------------------------------------
 
 
@@ -452,6 +625,7 @@ def test_existing_function_signatures_match_their_triggers(
 def test_every_gcp_setting_is_set_for_every_function(
     deployments: dict[str, dict[str, Any]],
 ) -> None:
+    from proveniq.followers.webhooks.schedule import RetrySchedule
     from proveniq.settings import Settings
 
     read = gcp_settings_read()
@@ -475,8 +649,17 @@ def test_every_gcp_setting_is_set_for_every_function(
         assert env["PROVENIQ_DB_USER"] == f"{tf_account_id(directory)}@{PROJECT}.iam"
         pool = int(env["PROVENIQ_POOL_SIZE"])
         assert pool >= 1
+        assert env["PROVENIQ_PUBLIC_BASE_URL"] == SUBSTITUTIONS["_PUBLIC_BASE_URL"]
+        assert env["PROVENIQ_GEMINI_LOCATION"] == SUBSTITUTIONS["_GEMINI_LOCATION"]
+        assert env["PROVENIQ_DEVICE_TOPIC"] == "device-telemetry"
+        assert env["PROVENIQ_DEVICE_DEAD_LETTER_TOPIC"] == "device-telemetry-dead-letter"
+        # The Core manual's schedule (§10.4): immediate, 1 min, 5 min, 30 min, 2 h, 24 h.
+        schedule = RetrySchedule.parse(env["PROVENIQ_WEBHOOK_RETRY_SCHEDULE"])
+        assert schedule == RetrySchedule() and schedule.delays == (0, 60, 300, 1800, 7200, 86400)
         s = Settings.from_env(env)  # the deployed environment is a valid configuration
         assert s.backend == "gcp" and s.cloudsql_instance and s.gcp_project == PROJECT
+        assert s.gemini_api_key is None and s.gemini_endpoint is None  # Vertex AI, default endpoint
+        assert s.public_base_url.startswith("https://")
 
 
 def test_every_env_var_is_documented(deployments: dict[str, dict[str, Any]]) -> None:
@@ -534,25 +717,44 @@ def test_scheduler_targets_the_seal_topic(deployments: dict[str, dict[str, Any]]
 
 def test_topics() -> None:
     topics = {b["name"]: b for b in tf_blocks("resource", "google_pubsub_topic").values()}
-    assert {"ledger-events", "ledger-events-dead-letter", "device-telemetry", "seal-tick"} <= set(
-        topics
-    )
+    assert {
+        "ledger-events",
+        "ledger-events-dead-letter",
+        "device-telemetry",
+        "device-telemetry-dead-letter",
+        "seal-tick",
+    } <= set(topics)
     assert topics["ledger-events"]["message_retention_duration"]
     publishers = tf_blocks("resource", "google_pubsub_topic_iam_member")["ledger_events_publisher"]
     assert "write_event" in publishers["for_each"]
 
 
-def test_kms_signing_key_is_ed25519() -> None:
+def kms_members(key: str) -> set[tuple[str, str]]:
+    return {
+        (b["role"], b["member"])
+        for b in tf_blocks("resource", "google_kms_crypto_key_iam_member").values()
+        if b["crypto_key_id"] == f"${{google_kms_crypto_key.{key}.id}}"
+    }
+
+
+def test_kms_keys_are_the_signer_and_the_webhook_envelope_key() -> None:
     keys = tf_blocks("resource", "google_kms_crypto_key")
-    assert len(keys) == 1
-    key = next(iter(keys.values()))
+    assert set(keys) == {"checkpoint_signer", "webhook_secrets"}
+    bound = {
+        b["crypto_key_id"]
+        for b in tf_blocks("resource", "google_kms_crypto_key_iam_member").values()
+    }
+    assert bound == {f"${{google_kms_crypto_key.{k}.id}}" for k in keys}
+    for key in keys.values():
+        assert key["lifecycle"][0]["prevent_destroy"] is True
+
+
+def test_kms_signing_key_is_ed25519() -> None:
+    key = tf_blocks("resource", "google_kms_crypto_key")["checkpoint_signer"]
     assert key["purpose"] == "ASYMMETRIC_SIGN"
     template = single(key, "version_template")
     assert template["algorithm"] == "EC_SIGN_ED25519"
-    members = {
-        (b["role"], b["member"])
-        for b in tf_blocks("resource", "google_kms_crypto_key_iam_member").values()
-    }
+    members = kms_members("checkpoint_signer")
     assert members == {
         (
             "roles/cloudkms.signerVerifier",
@@ -582,12 +784,50 @@ def test_cloud_sql_instance() -> None:
     assert users["function"]["for_each"] == "${local.function_db_users}"
 
 
-def test_webhook_queue_retry_schedule() -> None:
+def _seconds(duration: str) -> float:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)s", duration)
+    assert m, duration
+    return float(m.group(1))
+
+
+def test_webhook_keys_envelope_key_is_symmetric_and_rotates() -> None:
+    key = tf_blocks("resource", "google_kms_crypto_key")["webhook_secrets"]
+    assert key["name"] == "webhook-secrets"
+    assert key["purpose"] == "ENCRYPT_DECRYPT"  # what KmsEnvelope's Encrypt/Decrypt need
+    assert single(key, "version_template")["algorithm"] == "GOOGLE_SYMMETRIC_ENCRYPTION"
+    assert key["rotation_period"] == "${var.webhook_key_rotation_period}"
+    variables = {k: v for b in terraform()["variable"] for k, v in b.items()}
+    assert 0 < _seconds(variables["webhook_key_rotation_period"]["default"]) <= 365 * 86400
+    # Secrets are sealed by admin (create, rotate) and opened by admin (inline test event) and
+    # webhook_dispatch (each attempt); risk_score's fan-out never reads them.
+    fn = '${{google_service_account.function["{}"].member}}'.format
+    assert kms_members("webhook_secrets") == {
+        ("roles/cloudkms.cryptoKeyEncrypterDecrypter", fn("admin")),
+        ("roles/cloudkms.cryptoKeyDecrypter", fn("webhook_dispatch")),
+    }
+    # The key the functions are told to use is this one.
+    name = SUBSTITUTIONS["_WEBHOOK_KMS_KEY"]
+    assert name.endswith(f"/keyRings/proveniq-ledger/cryptoKeys/{key['name']}")
+    assert (
+        "${google_kms_crypto_key.webhook_secrets.id}" in substitutions_output()["_WEBHOOK_KMS_KEY"]
+    )
+
+
+def test_webhook_queue_retry_is_only_a_safety_net() -> None:
+    """The Core manual's schedule is the dispatcher's (one task per attempt, schedule_time);
+    the queue only retries webhook_dispatch's own failure of one task, briefly."""
     (queue,) = tf_blocks("resource", "google_cloud_tasks_queue").values()
     assert queue["name"] == "webhooks"
+    assert queue["location"] == "${var.region}"
     retry = single(queue, "retry_config")
-    assert retry["max_attempts"] == 6
-    assert retry["min_backoff"] == "60s" and retry["max_backoff"] == "86400s"
+    # Bounded: a transient fault delays one attempt by minutes, never by the schedule's hours.
+    assert _seconds(retry["max_backoff"]) <= 600
+    assert 1 <= _seconds(retry["min_backoff"]) <= 60
+    assert _seconds(retry["max_retry_duration"]) <= 3600
+    # ...but it does retry: an attempt whose next task failed to enqueue relies on it.
+    assert retry["max_attempts"] >= 5
+    assert SUBSTITUTIONS["_WEBHOOK_QUEUE"].endswith(f"/locations/{REGION}/queues/{queue['name']}")
+    assert substitutions_output()["_WEBHOOK_QUEUE"] == "${google_cloud_tasks_queue.webhooks.id}"
 
 
 def test_openapi_routes_every_path_to_the_right_function() -> None:
@@ -621,6 +861,245 @@ def test_openapi_covers_every_route_of_the_gateway_functions() -> None:
             assert route in tables.get(backend, set()), f"{route} is sent to {backend}"
 
 
+def test_openapi_routes_equal_the_route_map_of_every_gateway_function() -> None:
+    """Each gateway function gets exactly its own routes; the shared ones (health) go to one."""
+    from proveniq.edge.routes import ROUTES
+
+    def template(path: str) -> str:
+        return re.sub(r"\{\w+\}", "{}", path)
+
+    shared = {(s.method, template(s.path)) for s in ROUTES if s.function == "*"}
+    by_backend: dict[str, set[tuple[str, str]]] = {}
+    for route, (_, directory) in operations().items():
+        by_backend.setdefault(directory, set()).add(route)
+    gateway = {d for d, spec in tf_functions().items() if spec["gateway"]}
+    assert set(by_backend) == gateway
+    for directory in gateway:
+        own = {(s.method, template(s.path)) for s in ROUTES if s.function == directory}
+        assert by_backend[directory] - shared == own, directory
+    assert shared <= set(operations())
+
+
+def test_openapi_declares_every_path_parameter() -> None:
+    for path, item in openapi()["paths"].items():
+        names = re.findall(r"\{(\w+)\}", path)
+        for method, op in item.items():
+            declared = [p for p in op.get("parameters", []) if p["in"] == "path"]
+            assert [p["name"] for p in declared] == names, f"{method.upper()} {path}"
+            assert all(p["required"] is True and p["type"] == "string" for p in declared)
+            bodies = [p for p in op.get("parameters", []) if p["in"] == "body"]
+            if method in ("get", "delete"):
+                assert not bodies, f"{method.upper()} {path} declares a body"
+
+
+def test_least_privilege_of_every_function() -> None:
+    grants = function_grants()
+    assert set(LEAST_PRIVILEGE) == set(tf_functions())
+    for directory, expected in LEAST_PRIVILEGE.items():
+        assert grants[directory] == EVERY_FUNCTION | expected, directory
+    for directory, held in grants.items():
+        broad = {r for _, r in held if r in ("roles/owner", "roles/editor", "roles/viewer")}
+        assert not broad, f"{directory} holds {broad}"
+
+
+def test_feature_settings_are_set_exactly_where_the_roles_are(
+    deployments: dict[str, dict[str, Any]],
+) -> None:
+    grants = function_grants()
+    used_anywhere = set()
+    for directory, d in deployments.items():
+        env = env_vars(str(d["flags"]["set-env-vars"]))
+        for feature, names in FEATURE_SETTINGS.items():
+            values = [env[n] for n in names]
+            assert all(values) or not any(values), f"{directory}: {feature} half configured"
+            has_roles = FEATURE_ROLES[feature] <= grants[directory]
+            assert bool(all(values)) == has_roles, (
+                f"{directory}: {feature} settings {'set' if all(values) else 'empty'} but "
+                f"roles {'held' if has_roles else 'missing'}"
+            )
+            if all(values):
+                used_anywhere.add(feature)
+                for n, v in zip(names, values, strict=True):
+                    assert v == SUBSTITUTIONS["_" + n.removeprefix("PROVENIQ_")], (directory, n)
+    assert used_anywhere == set(FEATURE_SETTINGS)
+
+
+def test_followers_resources_come_from_terraform() -> None:
+    out = substitutions_output()
+    assert out["_WEBHOOK_KMS_KEY"] == "${google_kms_crypto_key.webhook_secrets.id}"
+    assert out["_WEBHOOK_QUEUE"] == "${google_cloud_tasks_queue.webhooks.id}"
+    assert out["_WEBHOOK_INVOKER"] == "${google_service_account.tasks_invoker.email}"
+    assert out["_WEBHOOK_DISPATCH_URL"] == "${local.webhook_dispatch_url}"
+    assert out["_FIRESTORE_PROJECT"] == "${google_firestore_database.projection.project}"
+    assert out["_PUBLIC_BASE_URL"] == "${local.public_base_url}"
+    assert out["_GEMINI_MODEL"] == "${var.gemini_model}"
+    assert out["_GEMINI_LOCATION"] == "${local.gemini_location}"
+    assert "google_api_gateway_gateway.ledger.default_hostname" in tf_locals()["public_base_url"]
+    variables = {k: v for b in terraform()["variable"] for k, v in b.items()}
+    from proveniq.adapters.gcp.gemini import DEFAULT_MODEL
+
+    assert variables["gemini_model"]["default"] == DEFAULT_MODEL
+    apis = str(tf_blocks("resource", "google_project_service")["apis"]["for_each"])
+    assert "aiplatform.googleapis.com" in apis  # Vertex AI
+
+
+def test_webhook_dispatch_is_invoked_only_by_cloud_tasks_with_an_oidc_token(
+    deployments: dict[str, dict[str, Any]],
+) -> None:
+    from proveniq.adapters.gcp.tasks import CloudTasksQueue
+    from proveniq.followers.webhooks.ports import AttemptTask
+
+    invoker = f"serviceAccount:{SUBSTITUTIONS['_WEBHOOK_INVOKER']}"
+    assert SUBSTITUTIONS["_WEBHOOK_INVOKER"].startswith(
+        tf_blocks("resource", "google_service_account")["tasks_invoker"]["account_id"] + "@"
+    )
+    for directory, d in deployments.items():
+        members = {
+            flags(c)["member"]
+            for c in d["calls"]
+            if c[:2] == ["functions", "add-invoker-policy-binding"]
+        }
+        assert (invoker in members) == (directory == "webhook_dispatch"), directory
+    f = deployments["webhook_dispatch"]["flags"]
+    assert f["trigger-http"] is True and f["ingress-settings"] == "internal-only"
+    assert tf_functions()["webhook_dispatch"]["gateway"] is False
+    # The invoker account holds no role anywhere; only the enqueuers may act as it.
+    for b in tf_blocks("resource", "google_project_iam_member").values():
+        assert "tasks_invoker" not in str(b["member"])
+    acting = {d for d, held in function_grants().items() if held >= ENQUEUE_WEBHOOKS}
+    act_as = tf_blocks("resource", "google_service_account_iam_member")["tasks_invoker_act_as"]
+    assert set(_function_keys(act_as["for_each"])) == acting
+    # Cloud Tasks counts as internal only on the run.app URL: the target is Cloud Run's
+    # deterministic URL of the deployed function, and the OIDC audience is that URL.
+    name = tf_functions()["webhook_dispatch"]["name"]
+    url = SUBSTITUTIONS["_WEBHOOK_DISPATCH_URL"]
+    assert url == f"https://{name}-{PROJECT_NUMBER}.{REGION}.run.app"
+    assert (
+        "https://${local.functions.webhook_dispatch.name}-${data.google_project.this.number}"
+        ".${var.region}.run.app" in tf_locals()["webhook_dispatch_url"]
+    )
+    env = env_vars(str(deployments["risk_score"]["flags"]["set-env-vars"]))
+    queue = CloudTasksQueue(
+        queue=env["PROVENIQ_WEBHOOK_QUEUE"],
+        target_url=env["PROVENIQ_WEBHOOK_DISPATCH_URL"],
+        service_account_email=env["PROVENIQ_WEBHOOK_INVOKER"],
+    )
+    task = queue.build(
+        AttemptTask(
+            tenant="acme",
+            delivery_id="dlv_" + "0" * 32,
+            round=0,
+            attempt=1,
+            not_before=datetime.now(UTC),
+        )
+    )
+    token = task.http_request.oidc_token
+    assert token.service_account_email == SUBSTITUTIONS["_WEBHOOK_INVOKER"]
+    assert token.audience == task.http_request.url == url
+
+
+def test_pubsub_triggers_retry_then_dead_letter(deployments: dict[str, dict[str, Any]]) -> None:
+    """Every Pub/Sub-triggered follower retries (transient failures raise) with exponential
+    backoff, then dead-letters to <topic>-dead-letter, which the Pub/Sub agent may publish to
+    and which a never-expiring subscription keeps. The seal tick alone does not retry."""
+    topics = {b["name"]: name for name, b in tf_blocks("resource", "google_pubsub_topic").items()}
+    holds = tf_blocks("resource", "google_pubsub_subscription")["dead_letter"]["for_each"]
+    agent = tf_blocks("resource", "google_pubsub_topic_iam_member")["dead_letter_agent"]
+    for directory, spec in tf_functions().items():
+        trigger = spec["trigger"]
+        if trigger == "http":
+            continue
+        f = deployments[directory]["flags"]
+        assert trigger in topics, f"{directory}: trigger topic {trigger} not in terraform"
+        if trigger == "seal-tick":
+            assert f.get("no-retry") is True and "retry" not in f
+            continue
+        assert f.get("retry") is True and "no-retry" not in f, directory
+        (update,) = [
+            c
+            for c in deployments[directory]["calls"]
+            if c[:3] == ["pubsub", "subscriptions", "update"]
+        ]
+        u = flags(update)
+        dead_letter = f"{trigger}-dead-letter"
+        assert u["dead-letter-topic"] == f"projects/{PROJECT}/topics/{dead_letter}", directory
+        assert 5 <= int(str(u["max-delivery-attempts"])) <= 100
+        assert _seconds(str(u["min-retry-delay"])) >= 1
+        assert _seconds(str(u["min-retry-delay"])) < _seconds(str(u["max-retry-delay"])) <= 600
+        assert dead_letter in holds, f"no hold subscription on {dead_letter}"
+        agent_topics = set(agent["for_each"].values())
+        assert f"${{google_pubsub_topic.{topics[dead_letter]}.name}}" in agent_topics
+
+
+def test_device_ingest_dead_letters_where_its_subscription_does(
+    deployments: dict[str, dict[str, Any]],
+) -> None:
+    env = env_vars(str(deployments["device_ingest"]["flags"]["set-env-vars"]))
+    topic = env["PROVENIQ_DEVICE_DEAD_LETTER_TOPIC"]
+    (update,) = [
+        c
+        for c in deployments["device_ingest"]["calls"]
+        if c[:3] == ["pubsub", "subscriptions", "update"]
+    ]
+    assert flags(update)["dead-letter-topic"] == f"projects/{PROJECT}/topics/{topic}"
+    topics = {b["name"]: name for name, b in tf_blocks("resource", "google_pubsub_topic").items()}
+    assert (f"topic:{topics[topic]}", "roles/pubsub.publisher") in function_grants()[
+        "device_ingest"
+    ]
+    assert tf_functions()["device_ingest"]["trigger"] == env["PROVENIQ_DEVICE_TOPIC"]
+    # Grouped sequencing needs concurrent requests in one instance.
+    assert int(str(deployments["device_ingest"]["flags"]["concurrency"])) > 1
+
+
+def _hcl_regex(condition: str) -> re.Pattern[str]:
+    m = re.search(r'regex\("((?:[^"\\]|\\.)*)"', condition)
+    assert m, condition
+    return re.compile(m.group(1).replace("\\\\", "\\"))
+
+
+def test_devices_publish_through_a_binding_on_the_telemetry_topic_only() -> None:
+    bindings = tf_blocks("resource", "google_pubsub_topic_iam_member")
+    on_telemetry = {
+        name: b
+        for name, b in bindings.items()
+        if b["topic"] == "${google_pubsub_topic.device_telemetry.name}"
+    }
+    assert set(on_telemetry) == {"device_publishers"}
+    b = on_telemetry["device_publishers"]
+    assert b["for_each"] == "${toset(var.device_publishers)}"
+    assert b["role"] == "roles/pubsub.publisher" and b["member"] == "${each.value}"
+    for name, other in bindings.items():
+        if name != "device_publishers":
+            assert "var.device_publishers" not in str(other), name
+    variables = {k: v for b in terraform()["variable"] for k, v in b.items()}
+    var = variables["device_publishers"]
+    assert var["default"] == []
+    pattern = _hcl_regex(single(var, "validation")["condition"])
+    accepted = [
+        "serviceAccount:iot-bridge@demo-proj.iam.gserviceaccount.com",
+        "principalSet://iam.googleapis.com/projects/123/locations/global/"
+        "workloadIdentityPools/lockers/attribute.fleet/eu-1",
+        "principal://iam.googleapis.com/projects/123/locations/global/"
+        "workloadIdentityPools/lockers/subject/locker-17",
+    ]
+    refused = [
+        "allUsers",
+        "allAuthenticatedUsers",
+        "user:someone@example.com",
+        "domain:example.com",
+        "serviceAccount:someone@example.com",
+        "group:iot@example.com",
+    ]
+    for member in accepted:
+        assert pattern.fullmatch(member), member
+    for member in refused:
+        assert not pattern.fullmatch(member), member
+    doc = DEPLOY_DOC.read_text()
+    assert "How devices authenticate" in doc
+    for needle in ("device_publishers", "Workload Identity Federation", "PUBSUB_EMULATOR_HOST"):
+        assert needle in doc, needle
+
+
 def test_openapi_agrees_with_the_local_gateway() -> None:
     from proveniq.app.localstack import gateway_function
     from proveniq.edge.routes import ROUTES
@@ -641,6 +1120,9 @@ def _sample_path(template: str) -> str:
         "subject": "clm_1",
         "size": "12",
         "key_id": "key_" + "0" * 12,
+        "webhook_id": "wh_" + "0" * 24,
+        "delivery_id": "dlv_" + "0" * 32,
+        "device_id": "tag-0001",
     }
     return re.sub(r"\{(\w+)\}", lambda m: examples[m.group(1)], template)
 

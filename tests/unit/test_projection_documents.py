@@ -28,7 +28,7 @@ FORBIDDEN = (
     "proveniq.adapters",
     "proveniq.app",
     "proveniq.edge",
-    "proveniq.ledger",
+    "proveniq.ledger.sequencing",  # followers may read the ledger's message format, not write
 )
 
 

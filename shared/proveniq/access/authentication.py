@@ -18,14 +18,21 @@ KEY_CACHE_SECONDS = 5
 
 
 class Authenticator:
-    def __init__(self, *, accounts: Accounts, identity: IdentityVerifier | None) -> None:
+    def __init__(
+        self,
+        *,
+        accounts: Accounts,
+        identity: IdentityVerifier | None,
+        behind_gateway: bool = False,
+    ) -> None:
+        self._behind_gateway = behind_gateway  # API Gateway's own token is in Authorization
         self._accounts = accounts
         self._identity = identity
         self._cache: TTLCache[str, KeyRecord] = TTLCache(maxsize=10_000, ttl=KEY_CACHE_SECONDS)
         self._lock = threading.Lock()
 
     def authenticate(self, headers: Mapping[str, str]) -> Principal:
-        token = _credential(headers)
+        token = _credential(headers, behind_gateway=self._behind_gateway)
         if apikeys.looks_like_key(token):
             return self._api_key(token)
         if self._identity is None:
@@ -50,16 +57,29 @@ class Authenticator:
         return principal_of(rec)
 
 
-def _credential(headers: Mapping[str, str]) -> str:
+def _credential(headers: Mapping[str, str], *, behind_gateway: bool = False) -> str:
+    """The one credential of a request. Two different credentials are refused, never resolved
+    silently. Behind API Gateway the client's Authorization header arrives as
+    X-Forwarded-Authorization (the gateway authenticates itself to the function with its own
+    Authorization token), so it is read there and only there."""
+    found: dict[str, str] = {}
     api_key = headers.get("X-API-Key")
     if api_key:
-        return api_key.strip()
-    # Behind API Gateway the client's Authorization header arrives as X-Forwarded-Authorization
-    # (the gateway authenticates itself to the function with its own token).
-    auth = headers.get("X-Forwarded-Authorization") or headers.get("Authorization")
-    if not auth:
+        found["X-API-Key"] = api_key.strip()
+    forwarded = headers.get("X-Forwarded-Authorization")
+    if forwarded:
+        found["X-Forwarded-Authorization"] = _bearer(forwarded)
+    if headers.get("Authorization") and not (behind_gateway and forwarded):
+        found["Authorization"] = _bearer(headers["Authorization"])
+    if not found:
         raise AuthRequired("send an API key (Authorization: Bearer <key> or X-API-Key)")
-    scheme, _, token = auth.partition(" ")
+    if len(set(found.values())) > 1:
+        raise AuthInvalid(f"conflicting credentials in {' and '.join(sorted(found))}")
+    return next(iter(found.values()))
+
+
+def _bearer(value: str) -> str:
+    scheme, _, token = value.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthInvalid("Authorization header must be 'Bearer <credential>'")
     return token.strip()

@@ -45,10 +45,15 @@ class RateLimiter:
         rate = rpm / 60.0
         tokens = self.buckets.take(bucket=bucket, capacity=burst, refill_per_second=rate)
         now = time.time()
+        reset = math.ceil(now + (burst - tokens) / rate)
         if tokens < 0:
-            wait = max(1, math.ceil(-tokens / rate))
+            # The next request succeeds once a whole token is back (refused requests keep the
+            # bucket at -1): wait for 1 - tokens of refill, rounded up.
+            wait = max(1, math.ceil((1 - tokens) / rate))
             raise RateLimited(
-                f"rate limit of {rpm} requests/minute exceeded", retry_after=wait, limit=rpm
+                f"rate limit of {rpm} requests/minute exceeded",
+                retry_after=wait,
+                limit=rpm,
+                reset=reset,
             )
-        reset = int(now + (burst - tokens) / rate)
         return Budget(limit=rpm, remaining=int(tokens), reset=reset)

@@ -40,7 +40,7 @@ def verify(bundle_file: Path, key_file: Path) -> None:
     """Check a proof bundle offline: payload -> leaf -> inclusion -> checkpoint signature."""
     with _reporting():
         key = load_public_key(key_file)
-        bundle = Bundle.from_json(parse_strict(bundle_file.read_bytes(), field="bundle"))
+        bundle = Bundle.from_json(unwrap(parse_strict(bundle_file.read_bytes(), field="bundle")))
         verdict = verify_bundle(bundle, verifiers_for(bundle.checkpoint, key.public_key, key.name))
         cp = verdict.checkpoint
         payload = "payload checked" if bundle.payload is not None else "payload not included"
@@ -79,7 +79,7 @@ def verify_consistency(old_file: Path, new_file: Path, proof_file: Path, key_fil
                 expected=old.origin,
                 found=new.origin,
             )
-        doc = parse_strict(proof_file.read_bytes(), field="proof")
+        doc = unwrap(parse_strict(proof_file.read_bytes(), field="proof"))
         if not isinstance(doc, dict) or not isinstance(doc.get("proof"), list):
             raise ValidationError('expected {"from", "to", "proof": [hex]}', field="proof")
         for name, want in (("from", old.size), ("to", new.size)):
@@ -296,10 +296,17 @@ def _runtime() -> Any:
     return runtime()
 
 
+def unwrap(doc: Any) -> Any:
+    """Accept an API answer as saved by `curl`: the Core manual's envelope around the object."""
+    if isinstance(doc, dict) and doc.get("success") is True and "data" in doc:
+        return doc["data"]
+    return doc
+
+
 def _checkpoint_text(path: Path) -> str:
     raw = path.read_bytes()
     if raw.lstrip().startswith(b"{"):
-        doc: Any = parse_strict(raw, field=str(path))
+        doc: Any = unwrap(parse_strict(raw, field=str(path)))
         if isinstance(doc, dict) and isinstance(doc.get("checkpoint"), str):
             return str(doc["checkpoint"])
         raise ValidationError("JSON file has no 'checkpoint' text", field=str(path))

@@ -20,7 +20,7 @@ from typing import Any
 
 from werkzeug.serving import WSGIRequestHandler
 
-from proveniq.edge.routes import function_for, http_functions
+from proveniq.edge.routes import allowed_methods, function_for, http_functions
 from proveniq.errors import Unavailable
 from proveniq.ports import Message
 from proveniq.settings import Settings
@@ -57,20 +57,36 @@ def gateway(apps: dict[str, Callable[..., Any]]) -> Callable[..., Any]:
             body, content_type = render()
             start_response("200 OK", [("Content-Type", content_type)])
             return [body]
+        allow = allowed_methods(path.rstrip("/") or "/")
+        if allow and method not in allow:
+            return _answer(
+                start_response,
+                "405 Method Not Allowed",
+                {"code": "METHOD_NOT_ALLOWED", "message": f"{method} is not allowed here"},
+                [("Allow", ", ".join(sorted(allow)))],
+            )
         name = gateway_function(method, path, http_apps=apps)
         if name is not None and name in apps:
             result: Iterable[bytes] = apps[name](environ, start_response)
             return result
-        body = json.dumps(
-            {
-                "success": False,
-                "error": {"code": "NOT_FOUND", "message": f"no route for {method} {path[:200]}"},
-            }
-        ).encode()
-        start_response("404 Not Found", [("Content-Type", "application/json")])
-        return [body]
+        return _answer(
+            start_response,
+            "404 Not Found",
+            {"code": "NOT_FOUND", "message": f"no route for {method} {path[:200]}"},
+        )
 
     return app
+
+
+def _answer(
+    start_response: Callable[..., Any],
+    status: str,
+    error: dict[str, str],
+    headers: list[tuple[str, str]] | None = None,
+) -> list[bytes]:
+    body = json.dumps({"success": False, "error": error}).encode()
+    start_response(status, [("Content-Type", "application/json"), *(headers or [])])
+    return [body]
 
 
 def prepare(settings: Settings) -> Settings:

@@ -99,7 +99,9 @@ class Runtime:
             accounts=accounts,
             gate=Gate(
                 authenticator=Authenticator(
-                    accounts=accounts, identity=identity or _identity(settings)
+                    accounts=accounts,
+                    identity=identity or _identity(settings),
+                    behind_gateway=settings.backend == "gcp",
                 ),
                 limiter=RateLimiter(PostgresRateBuckets(pool)),
                 accounts=accounts,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from flask import Request, Response
+from werkzeug.exceptions import HTTPException
 
 from proveniq.access import rbac
 from proveniq.errors import (
@@ -148,6 +149,10 @@ def error_response(e: ProveniqError, extra: Mapping[str, str] | None = None) -> 
         headers["Retry-After"] = str(e.retry_after)
         if e.limit:
             headers.update({"X-RateLimit-Limit": str(e.limit), "X-RateLimit-Remaining": "0"})
+        if e.reset:
+            headers["X-RateLimit-Reset"] = str(e.reset)
+    if isinstance(e, MethodNotAllowed) and e.allow:
+        headers["Allow"] = ", ".join(e.allow)
     return Response(
         json.dumps({"success": False, "error": error}),
         status=e.status,
@@ -191,14 +196,22 @@ def _route(routes: Sequence[Route], request: Request) -> tuple[Route, dict[str, 
         if r.pattern.fullmatch(path):
             methods.append(r.method)
     if methods:
-        raise MethodNotAllowed(f"{request.method} is not allowed here; use {', '.join(methods)}")
+        raise MethodNotAllowed(
+            f"{request.method} is not allowed here; use {', '.join(methods)}",
+            allow=tuple(sorted(set(methods))),
+        )
     raise NotFound(f"no route for {request.method} {path}")
 
 
 def _body(request: Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body over {limit} bytes")
-    data = request.stream.read(limit + 1)
+    try:
+        data = request.stream.read(limit + 1)
+    except (HTTPException, OSError, ValueError) as e:  # short body, bad chunk framing
+        raise ValidationError(
+            "request body is shorter than its Content-Length or badly framed", field="body"
+        ) from e
     if len(data) > limit:
         raise PayloadTooLarge(f"request body over {limit} bytes")
     ctype = (request.mimetype or "").lower()

@@ -79,7 +79,7 @@ class ProofHandlers:
                 out.append({"id": eid, "status": "pending"})
             else:
                 out.append({"id": eid, "status": "ok", "bundle": result.to_json()})
-        return Reply(data={"results": out})
+        return Reply(data={"results": out}, headers=views.NO_STORE)
 
     def verify(self, call: Call) -> Reply:
         """Server-side convenience check of a bundle against this log's public keys."""
@@ -114,7 +114,8 @@ class ProofHandlers:
                 "verdict": result.verdict,
                 "entries": result.entries,
                 "bundles": [b.to_json() for b in result.bundles],
-            }
+            },
+            headers=views.NO_STORE,
         )
 
     # ---- checkpoints and consistency ----------------------------------------------------
@@ -135,6 +136,17 @@ class ProofHandlers:
                 headers=headers,
             )
         return Reply(data=cp.note, content_type="text/plain; charset=utf-8", headers=headers)
+
+    def checkpoints(self, call: Call) -> Reply:
+        """Published checkpoints, newest first; `cursor` is the last size of the page before."""
+        limit = params.page_limit(call, default=50, maximum=MAX_PAGE)
+        page = self.proofs.checkpoints(before=params.opt_int(call, "cursor"), limit=limit)
+        items = [{"tree_size": c.size, "root_hash": c.root.hex(), "note": c.note} for c in page]
+        meta = {
+            "count": len(items),
+            "next_cursor": str(page[-1].size) if len(page) == limit else None,
+        }
+        return Reply(data=items, meta=meta, headers=SHORT)
 
     def consistency(self, call: Call) -> Reply:
         old, new = params.req_int(call, "from"), params.req_int(call, "to")
@@ -161,13 +173,13 @@ class ProofHandlers:
     # ---- queries ------------------------------------------------------------------------
 
     def get_event(self, call: Call) -> Reply:
-        return Reply(
-            data=views.event_view(self.queries.event(call.tenant, call.params["event_id"]))
-        )
+        ev = self.queries.event(call.tenant, call.params["event_id"])
+        return Reply(data=views.event_view(ev), headers=views.NO_STORE)
 
     def by_leaf(self, call: Call) -> Reply:
         leaf = hex32(call.params["leaf_hash"], field="leaf_hash")
-        return Reply(data=views.event_view(self.queries.event_by_leaf(call.tenant, leaf)))
+        ev = self.queries.event_by_leaf(call.tenant, leaf)
+        return Reply(data=views.event_view(ev), headers=views.NO_STORE)
 
     def list_events(self, call: Call) -> Reply:
         limit = params.page_limit(call, default=50, maximum=MAX_PAGE)

@@ -69,6 +69,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("get_proof", "POST", "/v1/claims/{subject}/verify", "claim_verify", READ),
     RouteSpec("get_proof", "POST", "/v1/proofs:batch", "proofs_batch", READ),
     RouteSpec("get_proof", "POST", "/v1/proofs/verify", "verify", READ, tenant_scoped=False),
+    RouteSpec("get_proof", "GET", "/v1/checkpoints", "checkpoints", READ, tenant_scoped=False),
     RouteSpec(
         "get_proof", "GET", "/v1/checkpoints/latest", "checkpoint", READ, tenant_scoped=False
     ),
@@ -152,3 +153,8 @@ def function_for(method: str, path: str) -> str | None:
                 return spec.function
             fallback = fallback or spec.function
     return fallback
+
+
+def allowed_methods(path: str) -> set[str]:
+    """Every method the route map serves on `path` (for a 405's Allow header)."""
+    return {s.method for s in ROUTES if s.regex.fullmatch(path)}

@@ -13,7 +13,10 @@ from proveniq.log.entry import Entry
 from proveniq.log.timefmt import format_time
 from proveniq.ports import StoredEvent
 
-PRIVATE_IMMUTABLE = {"Cache-Control": "private, max-age=31536000, immutable"}
+# Tenant data (events, payloads, bundles, which carry the payload) is never cached: an erased
+# payload must not outlive its erasure in a cache. Checkpoints and proofs between them are
+# payload-free and immutable, and are cached publicly (edge/proofs.py).
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 def proof_url(event_id: str) -> str:
@@ -53,7 +56,7 @@ def event_page(events: Sequence[StoredEvent], limit: int) -> Reply:
     items = [event_view(ev) for ev in events]
     meta: dict[str, Any] = {"limit": limit, "count": len(items)}
     meta["next_cursor"] = str(events[-1].entry.seq) if len(events) == limit else None
-    return Reply(data=items, meta=meta)
+    return Reply(data=items, meta=meta, headers=NO_STORE)
 
 
 def pending_view(p: Pending) -> dict[str, Any]:
@@ -67,8 +70,7 @@ def pending_view(p: Pending) -> dict[str, Any]:
 
 def bundle_reply(result: Bundle | Pending, *, pinned: bool) -> Reply:
     if isinstance(result, Pending):
-        return Reply(status=202, headers={"Retry-After": "1"}, data=pending_view(result))
-    return Reply(
-        data=result.to_json(),
-        headers=PRIVATE_IMMUTABLE if pinned else {"Cache-Control": "private, max-age=1"},
-    )
+        return Reply(
+            status=202, headers={"Retry-After": "1", **NO_STORE}, data=pending_view(result)
+        )
+    return Reply(data=result.to_json(), headers=NO_STORE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from proveniq.edge import views
@@ -71,8 +72,12 @@ class WriteHandlers:
         )
         assert result.response is not None
         headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
-        if not batch and not result.replayed:
-            headers["Location"] = views.proof_url(result.entries[0].id)
+        if not batch:  # a replay answers with the original's Location too
+            headers["Location"] = (
+                json.loads(result.response.body)["data"]["proof_url"]
+                if result.replayed
+                else views.proof_url(result.entries[0].id)
+            )
         reply = Reply(status=result.response.status, raw=result.response.body, headers=headers)
         return reply, result.entries
 

@@ -45,7 +45,12 @@ def parse_strict(raw: bytes | str, *, field: str = "") -> Any:
     except UnicodeDecodeError as e:
         raise ValidationError("body is not valid UTF-8", field=field or "$") from e
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        value = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constants,
+            parse_int=_bounded_int,
+        )
     except _DuplicateKey as e:
         raise ValidationError(f"duplicate key {e.key!r} in JSON object", field=e.key) from e
     except _BadConstant as e:
@@ -56,6 +61,18 @@ def parse_strict(raw: bytes | str, *, field: str = "") -> Any:
     return value
 
 
+class _HugeInt:
+    """An integer literal too long to be safe (or even converted: Python refuses int() of more
+    than 4,300 digits); `check_representable` reports it with its field."""
+
+    def __init__(self, digits: str) -> None:
+        self.digits = digits
+
+
+def _bounded_int(text: str) -> int | _HugeInt:
+    return int(text) if len(text) <= 20 else _HugeInt(text)
+
+
 def check_representable(value: Any, *, field: str = "") -> None:
     """Walk `value` and raise ValidationError at the first thing RFC 8785 cannot represent."""
     stack: list[tuple[str, Any]] = [(field or "$", value)]
@@ -63,6 +80,11 @@ def check_representable(value: Any, *, field: str = "") -> None:
         path, v = stack.pop()
         if v is None or isinstance(v, bool):
             continue
+        if isinstance(v, _HugeInt) or (isinstance(v, int) and abs(v) > MAX_SAFE_INTEGER):
+            raise ValidationError(
+                "integer outside the IEEE-754 safe range (|n| <= 2^53-1); send it as a string",
+                field=path,
+            )
         if isinstance(v, int):
             if abs(v) > MAX_SAFE_INTEGER:
                 raise ValidationError(

@@ -41,7 +41,7 @@ def _check_line(value: str, what: str) -> None:
 
 
 def _parse_size(text: str) -> int:
-    if not _DECIMAL.fullmatch(text):
+    if len(text) > 20 or not _DECIMAL.fullmatch(text):
         raise FormatError(
             f"checkpoint size {text!r} is not a decimal number without sign or leading zeros",
             field="size",

@@ -3,6 +3,8 @@
 `RiskScorer.handle(entry, payload)` is what the risk_score function calls per `ledger-events`
 message:
 
+0. A payload that is not the one the entry commits to (its `payload_hash`) is refused as
+   malformed: nothing is folded, projected or scored on evidence the ledger never held.
 1. `risk.scored` / `risk.reviewed` entries are projected into `RiskResults` (never scored).
 2. Any other event is folded into `RiskFacts` (idempotent by seq). A malformed known field is a
    permanent problem: the outcome says so and the caller acknowledges the message.
@@ -44,6 +46,7 @@ from proveniq.followers.risk.results import (
     score_record,
 )
 from proveniq.ledger import evidence
+from proveniq.log.canonical import sha256_canonical
 from proveniq.log.entry import Entry
 from proveniq.ports import LedgerAppender, NewEvent
 
@@ -61,6 +64,13 @@ class Outcome:
     claim_id: str | None = None
     record: ScoreRecord | None = None
     detail: str = ""
+
+
+def _commits_to(entry: Entry, payload: Mapping[str, Any]) -> bool:
+    try:
+        return sha256_canonical(dict(payload)) == entry.payload_hash
+    except ValidationError:  # not representable as canonical JSON: not what was hashed
+        return False
 
 
 def scored_key(event_id: str) -> str:
@@ -90,6 +100,11 @@ class RiskScorer:
     # -- the follower -----------------------------------------------------------------------
 
     def handle(self, entry: Entry, payload: Mapping[str, Any] | None) -> Outcome:
+        if payload is not None and not _commits_to(entry, payload):
+            # Not the payload the entry commits to: scoring (or projecting) it would rest a
+            # score on evidence the ledger never held. Permanent, so acknowledged.
+            log.warning("risk: event %s payload does not match its payload_hash", entry.id)
+            return Outcome(status="malformed", claim_id=entry.subject, detail="payload_hash")
         if evidence.is_risk_event(entry.type):
             return self._project(entry, payload)
         try:
