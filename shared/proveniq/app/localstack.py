@@ -28,6 +28,7 @@ from proveniq.settings import Settings
 log = logging.getLogger("proveniq.localstack")
 SWEEP_MIN_AGE_SECONDS = 5.0  # leave in-flight publishes to the request that makes them
 WEBHOOK_POLL_SECONDS = 0.2
+WEBHOOK_SWEEP_SECONDS = 60
 FIRESTORE_PROJECT = "demo-proveniq"
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -165,6 +166,7 @@ def start_background(
         # Stands in for Cloud Tasks: due attempts are POSTed to webhook_dispatch.
         from proveniq.followers.webhooks.worker import drain
 
+        last_sweep = time.monotonic()
         while not stop.wait(WEBHOOK_POLL_SECONDS):
             try:
                 drain(
@@ -172,6 +174,11 @@ def start_background(
                     lambda task: dispatch_task(apps, task),
                     now=datetime.now(UTC),
                 )
+                if time.monotonic() - last_sweep > WEBHOOK_SWEEP_SECONDS:
+                    # re-queue deliveries whose first task a crash lost (Cloud Scheduler's job
+                    # in production)
+                    runtime().webhooks.dispatcher.sweep()
+                    last_sweep = time.monotonic()
             except Unavailable as e:
                 log.warning("webhook worker skipped: %s", e.message)
             except Exception:

@@ -125,7 +125,7 @@ def _serve(
                     rbac.require_in_other_tenant(principal, route.permission)
                     edge.check_tenant(tenant)
             extra.update(edge.rate_limit(principal, tenant))
-            body = _body(request, max_body) if request.method in ("POST", "PUT") else b""
+            body = _body(request, max_body) if request.method in ("POST", "PUT", "PATCH") else b""
             reply = route.handler(
                 Call(request=request, params=params, principal=principal, tenant=tenant, body=body)
             )
