@@ -18,7 +18,8 @@ resource "google_service_account" "gateway" {
   depends_on   = [google_project_service.apis]
 }
 
-# Cloud Tasks signs its webhook_dispatch calls (OIDC) as this account.
+# Cloud Tasks signs its webhook_dispatch calls (OIDC) as this account. It holds no role itself:
+# cloudbuild.yaml grants it run.invoker on webhook_dispatch, and nothing else.
 resource "google_service_account" "tasks_invoker" {
   account_id   = "proveniq-tasks-invoker"
   display_name = "Proveniq Cloud Tasks caller of webhook_dispatch"
@@ -63,6 +64,15 @@ resource "google_project_iam_member" "function_sql_instance_user" {
   member   = each.value.member
 }
 
+# --- Cloud Trace: every function exports its spans (proveniq.app.tracing, on GCP) ----------------
+
+resource "google_project_iam_member" "function_trace_agent" {
+  for_each = google_service_account.function
+  project  = var.project_id
+  role     = "roles/cloudtrace.agent"
+  member   = each.value.member
+}
+
 resource "google_project_iam_member" "migrator_sql" {
   for_each = toset(["roles/cloudsql.client", "roles/cloudsql.instanceUser"])
   project  = var.project_id
@@ -87,10 +97,25 @@ resource "google_project_iam_member" "risk_score_firestore" {
   member  = google_service_account.function["risk_score"].member
 }
 
+# --- Vertex AI: Gemini assessments of risk_score and of POST /v1/risk/analyze (write_event) ----
+
+resource "google_project_iam_member" "gemini_user" {
+  for_each = toset(["risk_score", "write_event"])
+  project  = var.project_id
+  role     = "roles/aiplatform.user"
+  member   = google_service_account.function[each.value].member
+}
+
 # --- Cloud Tasks: the functions that enqueue webhook deliveries may sign them as tasks_invoker -
 
+locals {
+  # risk_score fans events out, admin replays deliveries, webhook_dispatch schedules the next
+  # attempt. Creating a task with an OIDC token needs iam.serviceAccounts.actAs on its account.
+  webhook_enqueuers = toset(["risk_score", "admin", "webhook_dispatch"])
+}
+
 resource "google_service_account_iam_member" "tasks_invoker_act_as" {
-  for_each           = toset(["risk_score", "webhook_dispatch"])
+  for_each           = local.webhook_enqueuers
   service_account_id = google_service_account.tasks_invoker.name
   role               = "roles/iam.serviceAccountUser"
   member             = google_service_account.function[each.value].member

@@ -14,8 +14,8 @@ locals {
   kms_location     = coalesce(var.kms_location, var.region)
   gateway_region   = coalesce(var.gateway_region, var.region)
 
-  # Directory under functions/ => how it is deployed. `planned` functions are not written yet;
-  # their infrastructure exists so the configuration is complete when they land (the packaging
+  # Directory under functions/ => how it is deployed. A `planned` function is not written yet:
+  # its infrastructure exists so the configuration is complete when it lands (the packaging
   # script and the Cloud Build steps skip directories that do not exist).
   functions = {
     write_event = {
@@ -44,21 +44,21 @@ locals {
     }
     risk_score = {
       name    = "risk-score"
-      trigger = "ledger-events"
+      trigger = "ledger-events" # the follower: risk scoring, webhook fan-out, Firestore projection
       gateway = false
-      planned = true
+      planned = false
     }
     webhook_dispatch = {
       name    = "webhook-dispatch"
       trigger = "http" # invoked by Cloud Tasks (OIDC), not routed by the gateway
       gateway = false
-      planned = true
+      planned = false
     }
     device_ingest = {
       name    = "device-ingest"
-      trigger = "device-telemetry"
+      trigger = "device-telemetry" # Pub/Sub, published by devices
       gateway = false
-      planned = true
+      planned = false
     }
   }
 
@@ -68,6 +68,19 @@ locals {
     for dir, f in local.functions :
     dir => lookup(var.function_url_overrides, dir, "https://${var.region}-${var.project_id}.cloudfunctions.net/${f.name}")
   }
+
+  # Cloud Tasks counts as internal traffic for an internal-only function only on its run.app URL
+  # (not on cloudfunctions.net), so webhook tasks target Cloud Run's deterministic URL
+  # https://SERVICE-PROJECT_NUMBER.REGION.run.app, also known before the first deployment. The
+  # tasks' OIDC audience is that same URL (proveniq.adapters.gcp.tasks).
+  webhook_dispatch_url = lookup(
+    var.function_url_overrides, "webhook_dispatch",
+    "https://${local.functions.webhook_dispatch.name}-${data.google_project.this.number}.${var.region}.run.app"
+  )
+
+  # Where partners reach the API: proof URLs in webhook payloads (PROVENIQ_PUBLIC_BASE_URL).
+  public_base_url = coalesce(var.public_base_url, "https://${google_api_gateway_gateway.ledger.default_hostname}")
+  gemini_location = coalesce(var.gemini_location, var.region)
 
   # Cloud SQL IAM database user names: the service account email without ".gserviceaccount.com".
   function_db_users = {
@@ -81,6 +94,7 @@ locals {
 
 resource "google_project_service" "apis" {
   for_each = toset([
+    "aiplatform.googleapis.com", # Gemini on Vertex AI (risk_score, POST /v1/risk/analyze)
     "apigateway.googleapis.com",
     "artifactregistry.googleapis.com",
     "cloudbuild.googleapis.com",
@@ -89,6 +103,7 @@ resource "google_project_service" "apis" {
     "cloudresourcemanager.googleapis.com",
     "cloudscheduler.googleapis.com",
     "cloudtasks.googleapis.com",
+    "cloudtrace.googleapis.com",
     "eventarc.googleapis.com",
     "firestore.googleapis.com",
     "iam.googleapis.com",

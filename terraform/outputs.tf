@@ -18,6 +18,16 @@ output "function_urls" {
   value       = local.function_urls
 }
 
+output "webhook_dispatch_url" {
+  description = "PROVENIQ_WEBHOOK_DISPATCH_URL: the run.app URL Cloud Tasks calls (and the OIDC audience)."
+  value       = local.webhook_dispatch_url
+}
+
+output "webhook_secrets_key" {
+  description = "PROVENIQ_WEBHOOK_KMS_KEY: the envelope key of the webhook signing secrets."
+  value       = google_kms_crypto_key.webhook_secrets.id
+}
+
 output "service_accounts" {
   description = "Runtime service account of each function."
   value       = { for dir, sa in google_service_account.function : dir => sa.email }
@@ -43,6 +53,14 @@ output "cloudbuild_substitutions" {
     "_KMS_KEY_VERSION=${data.google_kms_crypto_key_version.checkpoint_signer.name}",
     "_LOG_ORIGIN=${var.log_origin}",
     "_FIREBASE_PROJECT=${local.firebase_project}",
+    "_FIRESTORE_PROJECT=${google_firestore_database.projection.project}",
+    "_PUBLIC_BASE_URL=${local.public_base_url}",
+    "_WEBHOOK_KMS_KEY=${google_kms_crypto_key.webhook_secrets.id}",
+    "_WEBHOOK_QUEUE=${google_cloud_tasks_queue.webhooks.id}",
+    "_WEBHOOK_DISPATCH_URL=${local.webhook_dispatch_url}",
+    "_WEBHOOK_INVOKER=${google_service_account.tasks_invoker.email}",
+    "_GEMINI_MODEL=${var.gemini_model}",
+    "_GEMINI_LOCATION=${local.gemini_location}",
   ])
 }
 

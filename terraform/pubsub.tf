@@ -7,7 +7,8 @@ resource "google_pubsub_topic" "ledger_events" {
   depends_on                 = [google_project_service.apis]
 }
 
-# Messages a subscriber (risk_score) failed to process after its delivery attempts.
+# Messages a ledger-events subscriber (risk_score's Eventarc subscription) failed to process
+# after its delivery attempts (cloudbuild.yaml attaches it to the subscription).
 resource "google_pubsub_topic" "ledger_events_dead_letter" {
   name                       = "ledger-events-dead-letter"
   message_retention_duration = "2678400s" # 31 days
@@ -56,20 +57,27 @@ resource "google_pubsub_subscription" "dead_letter" {
 # --- Who may publish ------------------------------------------------------------------------
 
 resource "google_pubsub_topic_iam_member" "ledger_events_publisher" {
-  # write_event and device_ingest append events (outbox relay after commit); batch_merkle
-  # sweeps the outbox on each seal tick so nothing committed stays unpublished.
-  for_each = toset(["write_event", "device_ingest", "batch_merkle"])
+  # Every function that appends publishes its entries after the commit (outbox relay):
+  # write_event (partner events, risk.reviewed, POST /v1/risk/analyze), device_ingest (device
+  # readings), risk_score (risk.scored); batch_merkle sweeps the outbox on each seal tick so
+  # nothing committed stays unpublished.
+  for_each = toset(["write_event", "device_ingest", "risk_score", "batch_merkle"])
   topic    = google_pubsub_topic.ledger_events.name
   role     = "roles/pubsub.publisher"
   member   = google_service_account.function[each.value].member
 }
 
+# device_ingest dead-letters rejected messages itself (attributes reason, device).
 resource "google_pubsub_topic_iam_member" "device_dead_letter_publisher" {
   topic  = google_pubsub_topic.device_telemetry_dead_letter.name
   role   = "roles/pubsub.publisher"
   member = google_service_account.function["device_ingest"].member
 }
 
+# Devices (or their fleet's bridge) publish telemetry: Workload Identity Federation principals or
+# service accounts listed in var.device_publishers (docs/DEPLOY.md, "How devices authenticate").
+# The binding only lets a message in; device_ingest accepts a reading only with a valid Ed25519
+# signature of a registered, active device and a fresh counter, and dead-letters anything else.
 resource "google_pubsub_topic_iam_member" "device_publishers" {
   for_each = toset(var.device_publishers)
   topic    = google_pubsub_topic.device_telemetry.name

@@ -1,12 +1,19 @@
-# Webhook deliveries: risk_score (and the dispatcher itself) enqueue tasks that Cloud Tasks
-# delivers to webhook_dispatch with an OIDC token of the tasks_invoker account.
+# Webhook deliveries: risk_score (fan-out), admin (replay) and webhook_dispatch (the next
+# attempt) enqueue tasks that Cloud Tasks delivers to webhook_dispatch with an OIDC token of the
+# tasks_invoker account.
 #
 # The Core manual's schedule is: immediate, 1 min, 5 min, 30 min, 2 h, 24 h (6 attempts), then
-# dead letter. Cloud Tasks can only approximate it with exponential backoff (60 s doubling,
-# capped at 24 h). The exact schedule is enforced by the dispatcher: each attempt is its own task
-# scheduled at the next step of the schedule (schedule_time), and after the last attempt the
-# dispatcher records the dead letter. This queue-level retry only covers transport failures of
-# a single attempt (webhook_dispatch unreachable or answering 5xx).
+# dead letter. It is enforced by the dispatcher, not by this queue: each attempt is its own task
+# (named after delivery, round and attempt, so enqueueing twice is a no-op) scheduled at the
+# schedule's next step (schedule_time), and after the last attempt the dispatcher records the
+# dead letter. A partner's failure (any answer but 2xx, a timeout) is recorded and answered
+# 200, so Cloud Tasks never retries it.
+#
+# The queue's retry is a safety net only, for webhook_dispatch itself failing one task (503 while
+# the database is away, a cold-start 429, an instance crash): short backoff, bounded to an hour,
+# so a transient fault delays one attempt by minutes instead of shifting the whole schedule.
+# A task that exhausts it leaves its delivery pending and overdue in the database, where
+# Dispatcher.sweep finds it (nothing schedules the sweep on GCP yet: docs/DEPLOY.md, Follow-ups).
 
 resource "google_cloud_tasks_queue" "webhooks" {
   name     = "webhooks"
@@ -18,10 +25,11 @@ resource "google_cloud_tasks_queue" "webhooks" {
   }
 
   retry_config {
-    max_attempts  = 6
-    min_backoff   = "60s"
-    max_backoff   = "86400s"
-    max_doublings = 5
+    max_attempts       = 20
+    max_retry_duration = "3600s"
+    min_backoff        = "10s"
+    max_backoff        = "300s"
+    max_doublings      = 5
   }
 
   stackdriver_logging_config {
@@ -31,8 +39,10 @@ resource "google_cloud_tasks_queue" "webhooks" {
   depends_on = [google_project_service.apis]
 }
 
+# Who enqueues: the fan-out (risk_score), replays (admin), the next attempt (webhook_dispatch).
+# Each of them also acts as tasks_invoker to sign the task's OIDC token (iam.tf).
 resource "google_cloud_tasks_queue_iam_member" "enqueuers" {
-  for_each = toset(["risk_score", "webhook_dispatch"])
+  for_each = local.webhook_enqueuers
   name     = google_cloud_tasks_queue.webhooks.name
   location = google_cloud_tasks_queue.webhooks.location
   role     = "roles/cloudtasks.enqueuer"

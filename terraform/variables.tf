@@ -127,9 +127,17 @@ variable "seal_schedule" {
 }
 
 variable "device_publishers" {
-  description = "IAM members allowed to publish device telemetry, e.g. [\"serviceAccount:gateway@iot.iam.gserviceaccount.com\"]."
+  description = "IAM principals allowed to publish to device-telemetry: device fleets through Workload Identity Federation (\"principalSet://iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/attribute.fleet/FLEET\", \"principal://.../subject/DEVICE\") or a bridge's service account (\"serviceAccount:iot-bridge@PROJECT.iam.gserviceaccount.com\"). Publishing only lets a message reach device_ingest: each reading is also signed by the device's own Ed25519 key (docs/DEPLOY.md, \"How devices authenticate\")."
   type        = list(string)
   default     = []
+
+  validation {
+    condition = alltrue([
+      for m in var.device_publishers :
+      can(regex("^(serviceAccount:[^@\\s]+@[^@\\s]+\\.iam\\.gserviceaccount\\.com|principal://iam\\.googleapis\\.com/\\S+|principalSet://iam\\.googleapis\\.com/\\S+)$", m))
+    ])
+    error_message = "device_publishers takes service accounts (serviceAccount:...) or Workload Identity Federation principals (principal://, principalSet://), never allUsers, allAuthenticatedUsers, users or domains."
+  }
 }
 
 variable "webhook_max_dispatches_per_second" {
@@ -144,6 +152,31 @@ variable "webhook_max_concurrent_dispatches" {
   default     = 100
 }
 
+variable "webhook_key_rotation_period" {
+  description = "Automatic rotation of the webhook-secrets KMS key (envelope encryption: older versions keep decrypting the secrets they wrapped)."
+  type        = string
+  default     = "7776000s" # 90 days
+}
+
+# --- Risk scoring -------------------------------------------------------------------------
+
+variable "gemini_model" {
+  description = "Gemini model risk_score and POST /v1/risk/analyze call on Vertex AI (PROVENIQ_GEMINI_MODEL); \"\" for deterministic scoring only."
+  type        = string
+  default     = "gemini-2.5-flash"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._@/-]*$", var.gemini_model))
+    error_message = "gemini_model is a model id such as gemini-2.5-flash, or \"\"."
+  }
+}
+
+variable "gemini_location" {
+  description = "Vertex AI location of the Gemini calls (null: the region). Pick one where the model is offered."
+  type        = string
+  default     = null
+}
+
 # --- API Gateway ---------------------------------------------------------------------------
 
 variable "gateway_region" {
@@ -156,4 +189,15 @@ variable "function_url_overrides" {
   description = "Function URLs to use instead of the computed https://REGION-PROJECT.cloudfunctions.net/NAME, keyed by function directory (e.g. the run.app URLs)."
   type        = map(string)
   default     = {}
+}
+
+variable "public_base_url" {
+  description = "Base URL partners use, put in webhook payloads' proof URLs (null: the gateway's URL). Set it when a custom domain fronts the gateway."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.public_base_url == null || can(regex("^https://[^,;\\s]+$", var.public_base_url))
+    error_message = "public_base_url must be an https:// URL without commas, semicolons or spaces."
+  }
 }

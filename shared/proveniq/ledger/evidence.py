@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from proveniq.errors import ValidationError
+from proveniq.ledger import lifecycle
 
 CLAIM_TYPES = frozenset({"claim.created", "claim.updated"})
 DECISION_TYPES = frozenset({"claim.approved", "claim.rejected", "claim.paid"})
@@ -34,17 +35,7 @@ RISK_PREFIX = "risk."
 LOCKER_TYPES = frozenset({"custody.locked", "custody.stored"})
 
 # asset.* event type -> the lifecycle status it leads to (Core manual §4.1; asset.updated keeps it)
-ASSET_STATUS: Mapping[str, str] = {
-    "asset.created": "DRAFT",
-    "asset.submitted": "PENDING",
-    "asset.verified": "VERIFIED",
-    "asset.listed": "LISTED",
-    "asset.sold": "SOLD",
-    "asset.disputed": "DISPUTED",
-    "asset.dispute_resolved": "VERIFIED",
-    "asset.rejected": "REJECTED",
-    "asset.archived": "ARCHIVED",
-}
+ASSET_STATUS: Mapping[str, str] = lifecycle.TARGET_STATUS
 CLOSED_STATUSES = frozenset({"SOLD", "ARCHIVED"})
 
 _RFC3339 = re.compile(

@@ -27,6 +27,8 @@ TRANSITIONS: Mapping[str, tuple[frozenset[str | None], str | None]] = {
     "asset.archived": (frozenset({"DRAFT", "SOLD", "REJECTED", "DISPUTED"}), "ARCHIVED"),
     "asset.updated": (frozenset({"DRAFT", "PENDING", "VERIFIED", "LISTED", "DISPUTED"}), None),
 }
+# event type -> the status it leads to (asset.updated, which keeps the status, is absent)
+TARGET_STATUS: Mapping[str, str] = {t: to for t, (_, to) in TRANSITIONS.items() if to is not None}
 STATUSES = frozenset(
     {"DRAFT", "PENDING", "VERIFIED", "LISTED", "SOLD", "DISPUTED", "REJECTED", "ARCHIVED"}
 )

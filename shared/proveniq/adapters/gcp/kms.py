@@ -37,6 +37,7 @@ from google.api_core import exceptions as api_exceptions
 from google.api_core import retry as api_retry
 from google.cloud import kms_v1
 
+from proveniq.adapters.gcp.retry import bounded_retry
 from proveniq.errors import SignatureError, Unavailable
 from proveniq.log.signer import SIGNATURE_SIZE, check_key_name, note_key_id
 
@@ -213,13 +214,7 @@ class KmsSigner:
         )
 
     def _retry(self) -> api_retry.Retry:
-        return api_retry.Retry(
-            predicate=api_retry.if_exception_type(*_RETRIED),
-            initial=0.1,
-            maximum=min(2.0, self._timeout),
-            multiplier=2.0,
-            timeout=self._timeout,
-        )
+        return bounded_retry(_RETRIED, timeout=self._timeout)
 
     def _get_client(self) -> kms_v1.KeyManagementServiceClient:
         with self._client_lock:

@@ -23,7 +23,9 @@ from google.api_core import exceptions as api_exceptions
 from google.api_core import retry as api_retry
 from google.cloud import tasks_v2
 from google.protobuf import duration_pb2, timestamp_pb2
+from opentelemetry import propagate
 
+from proveniq.adapters.gcp.retry import bounded_retry
 from proveniq.errors import InternalError, Unavailable
 from proveniq.followers.webhooks.ports import AttemptTask
 
@@ -31,6 +33,12 @@ _QUEUE = re.compile(r"projects/[^/]+/locations/[^/]+/queues/[A-Za-z0-9-]{1,100}"
 _TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,500}")
 _RETRIED = (api_exceptions.ServiceUnavailable, api_exceptions.DeadlineExceeded)
 _TRANSIENT = (*_RETRIED, api_exceptions.InternalServerError, api_exceptions.RetryError)
+
+
+def _with_trace(headers: dict[str, str]) -> dict[str, str]:
+    """The current trace context as `traceparent`, so webhook_dispatch continues the trace."""
+    propagate.inject(headers)
+    return headers
 
 
 class CloudTasksQueue:
@@ -77,7 +85,7 @@ class CloudTasksQueue:
             http_request=tasks_v2.HttpRequest(
                 url=self.target_url,
                 http_method=tasks_v2.HttpMethod.POST,
-                headers={"Content-Type": "application/json"},
+                headers=_with_trace({"Content-Type": "application/json"}),
                 body=task.to_json(),
                 oidc_token=tasks_v2.OidcToken(
                     service_account_email=self.service_account_email, audience=self.audience
@@ -102,13 +110,7 @@ class CloudTasksQueue:
         return f"CloudTasksQueue(queue={self.queue!r}, target_url={self.target_url!r})"
 
     def _retry(self) -> api_retry.Retry:
-        return api_retry.Retry(
-            predicate=api_retry.if_exception_type(*_RETRIED),
-            initial=0.1,
-            maximum=min(2.0, self._timeout),
-            multiplier=2.0,
-            timeout=self._timeout,
-        )
+        return bounded_retry(_RETRIED, timeout=self._timeout)
 
     def _get_client(self) -> tasks_v2.CloudTasksClient:
         with self._lock:

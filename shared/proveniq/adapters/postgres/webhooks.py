@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from opentelemetry import propagate
+
 from proveniq.adapters.postgres.pool import Pool
 from proveniq.errors import NotFound
 from proveniq.followers.webhooks.ports import (
@@ -412,6 +414,13 @@ class PgWebhookStore:
             return {r[0]: int(r[1]) for r in cur.fetchall()}
 
 
+def current_traceparent() -> str:
+    """The W3C traceparent of the current span ("" outside one)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent", "")
+
+
 class PgTaskQueue:
     """Scheduled attempts in ``webhook_tasks``; `due` leases what is ready."""
 
@@ -423,7 +432,8 @@ class PgTaskQueue:
         with self._pool.transaction() as cur:
             cur.execute(
                 "INSERT INTO webhook_tasks (name, tenant, delivery_id, round, attempt, "
-                "not_before) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
+                "not_before, traceparent) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (name) DO NOTHING",
                 (
                     task.name,
                     task.tenant,
@@ -431,6 +441,7 @@ class PgTaskQueue:
                     task.round,
                     task.attempt,
                     task.not_before,
+                    task.traceparent or current_traceparent(),
                 ),
             )
 
@@ -441,12 +452,19 @@ class PgTaskQueue:
                 "WHERE name IN (SELECT name FROM webhook_tasks WHERE not_before <= %s "
                 "AND (claimed_until IS NULL OR claimed_until <= %s) "
                 "ORDER BY not_before, name LIMIT %s FOR UPDATE SKIP LOCKED) "
-                "RETURNING tenant, delivery_id, round, attempt, not_before",
+                "RETURNING tenant, delivery_id, round, attempt, not_before, traceparent",
                 (now + self._lease, now, now, limit),
             )
             rows = cur.fetchall()
         tasks = [
-            AttemptTask(tenant=r[0], delivery_id=r[1], round=r[2], attempt=r[3], not_before=r[4])
+            AttemptTask(
+                tenant=r[0],
+                delivery_id=r[1],
+                round=r[2],
+                attempt=r[3],
+                not_before=r[4],
+                traceparent=r[5],
+            )
             for r in rows
         ]
         return sorted(tasks, key=lambda t: (t.not_before, t.name))
@@ -466,11 +484,19 @@ class PgTaskQueue:
         """Every queued task, soonest first (operations, tests)."""
         with self._pool.transaction() as cur:
             cur.execute(
-                "SELECT tenant, delivery_id, round, attempt, not_before FROM webhook_tasks "
+                "SELECT tenant, delivery_id, round, attempt, not_before, traceparent "
+                "FROM webhook_tasks "
                 "ORDER BY not_before, name"
             )
             rows = cur.fetchall()
         return [
-            AttemptTask(tenant=r[0], delivery_id=r[1], round=r[2], attempt=r[3], not_before=r[4])
+            AttemptTask(
+                tenant=r[0],
+                delivery_id=r[1],
+                round=r[2],
+                attempt=r[3],
+                not_before=r[4],
+                traceparent=r[5],
+            )
             for r in rows
         ]

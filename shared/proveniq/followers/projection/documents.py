@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from proveniq.ledger import lifecycle
 from proveniq.log.entry import Entry
 
 Kind = Literal["assets", "claims", "devices"]
@@ -32,17 +33,7 @@ SEALABLE: frozenset[Kind] = frozenset({"assets", "claims"})
 # The asset lifecycle of the Core manual (§4.1), as proveniq.ledger.lifecycle.TRANSITIONS: the
 # status each asset.* event leads to; asset.updated keeps the status. The ledger refuses
 # impossible transitions before anything is written, so the projection only needs the target.
-ASSET_STATUS: Mapping[str, str] = {
-    "asset.created": "DRAFT",
-    "asset.submitted": "PENDING",
-    "asset.verified": "VERIFIED",
-    "asset.listed": "LISTED",
-    "asset.sold": "SOLD",
-    "asset.disputed": "DISPUTED",
-    "asset.dispute_resolved": "VERIFIED",
-    "asset.rejected": "REJECTED",
-    "asset.archived": "ARCHIVED",
-}
+ASSET_STATUS: Mapping[str, str] = lifecycle.TARGET_STATUS
 CLAIM_STATUS: Mapping[str, str] = {
     "claim.created": "OPEN",
     "claim.submitted": "SUBMITTED",

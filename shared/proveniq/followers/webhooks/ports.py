@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
@@ -105,6 +105,9 @@ class AttemptTask:
     round: int
     attempt: int
     not_before: datetime
+    # the W3C trace context the task was enqueued under (kept by the queue, sent as a header),
+    # so a delivery's log lines share the trace of the write that caused it
+    traceparent: str = field(default="", compare=False)
 
     @property
     def name(self) -> str:

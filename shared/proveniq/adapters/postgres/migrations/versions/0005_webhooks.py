@@ -97,6 +97,7 @@ CREATE TABLE webhook_tasks (
   not_before    timestamptz NOT NULL,
   claimed_until timestamptz,
   tries         integer NOT NULL DEFAULT 0,
+  traceparent   text NOT NULL DEFAULT '',
   created_at    timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX webhook_tasks_due ON webhook_tasks (not_before);
