@@ -338,6 +338,8 @@ class Tenant:
 def stack_env(pg: Database, db: str, state_dir: Path, **extra: str) -> dict[str, str]:
     """The PROVENIQ_* settings of a local stack on `db`."""
     env = {
+        # BENCH_TELEMETRY=false measures the stack without metrics and traces (their overhead)
+        "PROVENIQ_TELEMETRY": os.environ.get("BENCH_TELEMETRY", "true"),
         "PROVENIQ_BACKEND": "local",
         "PROVENIQ_STATE_DIR": str(state_dir),
         "PROVENIQ_DATABASE_URL": pg.url(db),

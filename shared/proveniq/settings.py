@@ -20,6 +20,7 @@ Adapters are chosen here (`backend`), never by "if testing" elsewhere.
     PROVENIQ_POOL_SIZE        database connections per instance [8]
     PROVENIQ_SEAL_INTERVAL_MS local stack's batch_merkle timer   [1000]
     PORT                      local gateway port                [8080]
+    PROVENIQ_TELEMETRY        metrics and traces on (true) or off, for overhead measurements [true]
     PROVENIQ_PUBLIC_BASE_URL  where partners reach the API (proof URLs in webhooks)
                                                                 [http://127.0.0.1:8080]
   risk_score
@@ -87,6 +88,7 @@ class Settings(BaseSettings):
     seal_interval_ms: PositiveInt = 1000
     port: PositiveInt = Field(default=8080, validation_alias=AliasChoices("PORT", "port"))
     public_base_url: str = "http://127.0.0.1:8080"
+    telemetry: bool = True
     risk_review_threshold: int = Field(default=50, ge=0, le=100)
     risk_review_margin: int = Field(default=30, ge=0, le=100)
     gemini_model: str | None = None

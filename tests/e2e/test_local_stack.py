@@ -34,7 +34,11 @@ def local_stack(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     state = Path(tempfile.mkdtemp(prefix="pvq-e2e-", dir="/tmp"))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROVENIQ_")}
-    env.update(PROVENIQ_STATE_DIR=str(state), PROVENIQ_SEAL_INTERVAL_MS="200")
+    env.update(
+        PROVENIQ_STATE_DIR=str(state),
+        PROVENIQ_SEAL_INTERVAL_MS="200",
+        PROVENIQ_LOCAL_PUBSUB_PORT=str(free_port()),
+    )
     log = (state / "stack.log").open("wb")
     proc = subprocess.Popen(
         [*CLI, "serve", "--port", str(port), "--workers", str(request.param)],

@@ -34,17 +34,14 @@ def http(function: str, request: Request) -> Response:
     """Serve one HTTP request for `function` through the route map, in a server span, counted
     by route template."""
     rt = runtime()
+    routes, max_body = rt.routes(function), rt.settings.max_body_bytes
     try:
+        if not rt.settings.telemetry:
+            return serve(request, routes, rt.gate, max_body=max_body)
         with tracing.consumer_span(
             f"{function} {request.method}", dict(request.headers), kind=SpanKind.SERVER
         ):
-            return serve(
-                request,
-                rt.routes(function),
-                rt.gate,
-                max_body=rt.settings.max_body_bytes,
-                observe=_observe,
-            )
+            return serve(request, routes, rt.gate, max_body=max_body, observe=_observe)
     finally:
         # functions-framework's after_request calls request.get_data(): without this it would
         # read (and buffer) the rest of any body - unbounded, even after a 413 or a 401.

@@ -245,13 +245,30 @@ def start_pubsub_server(settings: Settings, echo: Callable[[str], None]) -> Any:
     def on_message(topic: str, message: Message, message_id: str, publish_time: str) -> None:
         runtime().bus.send(topic, [message])
 
-    server = LocalPubSubServer(
-        on_message=on_message,
-        port=settings.local_pubsub_port,
-        topics=[settings.device_topic, settings.device_dead_letter_topic, settings.pubsub_topic],
-    ).start()
+    try:
+        server = LocalPubSubServer(
+            on_message=on_message,
+            port=settings.local_pubsub_port,
+            topics=[
+                settings.device_topic,
+                settings.device_dead_letter_topic,
+                settings.pubsub_topic,
+            ],
+        ).start()
+    except Exception as e:  # a port in use must not stop the ledger itself
+        log.warning(
+            "Pub/Sub Publisher API for devices not started on port %s: %s",
+            settings.local_pubsub_port,
+            e,
+        )
+        return _NoServer()
     echo(f"Pub/Sub Publisher API for devices: PUBSUB_EMULATOR_HOST={server.address}")
     return server
+
+
+class _NoServer:
+    def stop(self) -> None:
+        return None
 
 
 def start_firestore(settings: Settings, echo: Callable[[str], None]) -> Any:

@@ -44,7 +44,7 @@ from proveniq.ledger.queries import Queries
 from proveniq.ledger.sequencing import Sequencer
 from proveniq.log.note import NoteVerifier
 from proveniq.log.signer import Signer
-from proveniq.ports import Bus, IdentityVerifier
+from proveniq.ports import Bus, IdentityVerifier, NoTelemetry, Telemetry
 from proveniq.settings import Settings
 
 log = logging.getLogger("proveniq.runtime")
@@ -80,12 +80,13 @@ class Runtime:
         ledger = PostgresLedger(pool)
         accounts = Accounts(PostgresAccounts(pool))
         the_bus = bus or _bus(settings)
-        telemetry = metrics()
+        telemetry: Telemetry = metrics() if settings.telemetry else NoTelemetry()
         relay = Relay(
             outbox=ledger,
             bus=the_bus,
             topic=settings.pubsub_topic,
-            decorate=tracing.inject_attributes,  # the trace travels with each message
+            # the trace travels with each message
+            decorate=tracing.inject_attributes if settings.telemetry else None,
         )
         publisher = CheckpointPublisher(
             origin=settings.log_origin, signers=signers or _signers(settings)
