@@ -236,3 +236,43 @@ def test_item19_sigterm_stops_the_stack_and_its_database(tmp_path: Path) -> None
         from proveniq.adapters.local import postgres
 
         postgres.stop(tmp_path / "state" / "pg")
+
+
+def test_item9_claim_verification_is_bounded_and_takes_no_body(stack: Any) -> None:
+    from proveniq.ledger.claims import MAX_CLAIM_ENTRIES
+
+    key = stack.keys["acme:MEMBER"]
+    events = [{"type": "claim.note", "subject": "big"}] * (MAX_CLAIM_ENTRIES + 1)
+    assert (
+        raw_post(stack, "/v1/events:batch", json.dumps({"events": events}), key).status_code == 201
+    )
+    too_big = raw_post(stack, "/v1/claims/big/verify", "", key)
+    assert too_big.status_code == 400 and MAX_CLAIM_ENTRIES <= 200
+    with_body = raw_post(stack, "/v1/claims/big/verify", '{"x": 1}', key)
+    assert with_body.status_code == 400
+    assert with_body.json()["error"]["details"][0]["field"] == "body"
+
+
+def test_item13_the_app_role_cannot_update_keys_or_partners(stack: Any) -> None:
+    import pg8000
+
+    from proveniq.app.runtime import runtime
+
+    key = stack.keys["acme:VIEWER"]
+    from proveniq.access.apikeys import prefix_of
+
+    rec = runtime().accounts.lookup(prefix_of(key))
+    runtime().accounts.revoke_key(rec.id)  # still possible, through the narrow function
+    assert runtime().accounts.lookup(rec.prefix).revoked
+    conn = stack.pg.connect(database=stack.database, user="proveniq_app")
+    try:
+        cur = conn.cursor()
+        for sql in (
+            "UPDATE api_keys SET revoked_at = NULL",
+            "UPDATE partners SET tier = 'internal'",
+        ):
+            with pytest.raises(pg8000.DatabaseError, match="permission denied"):
+                cur.execute(sql)
+            conn.rollback()
+    finally:
+        conn.close()

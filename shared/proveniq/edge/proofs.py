@@ -107,6 +107,8 @@ class ProofHandlers:
         )
 
     def claim_verify(self, call: Call) -> Reply:
+        if call.body.strip():
+            raise ValidationError("this endpoint takes no request body", field="body")
         result = self.claims.verify(call.tenant, call.params["subject"])
         return Reply(
             data={

@@ -58,16 +58,12 @@ class PostgresAccounts:
             )
 
     def revoke_key(self, key_id: str) -> Literal["revoked", "already", "missing"]:
+        # the app role has no UPDATE on api_keys: one narrow SECURITY DEFINER function
         with self.pool.transaction() as cur:
-            cur.execute(
-                "UPDATE api_keys SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL "
-                "RETURNING id",
-                (key_id,),
-            )
-            if cur.fetchone() is not None:
-                return "revoked"
-            cur.execute("SELECT 1 FROM api_keys WHERE id = %s", (key_id,))
-            return "already" if cur.fetchone() is not None else "missing"
+            cur.execute("SELECT revoke_api_key(%s)", (key_id,))
+            outcome = str(cur.fetchone()[0])
+        assert outcome in ("revoked", "already", "missing")
+        return outcome  # type: ignore[return-value]
 
     def key_by_prefix(self, prefix: str) -> KeyRecord | None:
         with self.pool.transaction() as cur:
