@@ -93,12 +93,14 @@ class Partner:
     name: str
     tier: str
     created_at: datetime
+    status: str = "active"  # active | suspended (its keys and tokens are refused)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "name": self.name,
             "tier": self.tier,
+            "status": self.status,
             "created_at": self.created_at.isoformat(),
         }
 
@@ -113,6 +115,22 @@ class KeyRecord:
     global_role: str
     tier: str
     revoked: bool
+    label: str = ""
+    created_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The listing view: never the secret, nor its hash."""
+        return {
+            "id": self.id,
+            "prefix": self.prefix,
+            "partner_id": self.partner_id,
+            "role": self.org_role,
+            "global_role": self.global_role,
+            "label": self.label,
+            "created_at": None if self.created_at is None else self.created_at.isoformat(),
+            "revoked_at": None if self.revoked_at is None else self.revoked_at.isoformat(),
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -259,6 +277,16 @@ class AccountStore(Protocol):
     def revoke_key(self, key_id: str) -> Literal["revoked", "already", "missing"]: ...
 
     def key_by_prefix(self, prefix: str) -> KeyRecord | None: ...
+
+    def partner(self, partner_id: str) -> Partner | None: ...
+
+    def update_partner(
+        self, partner_id: str, *, tier: str | None, suspended: bool | None
+    ) -> Partner | None:
+        """Change a partner's tier and/or suspension; None if there is no such partner."""
+
+    def keys(self, partner_id: str | None) -> list[KeyRecord]:
+        """Every key of a partner (None: the platform keys), newest first."""
 
 
 class RateBuckets(Protocol):

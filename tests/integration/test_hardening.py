@@ -276,3 +276,115 @@ def test_item13_the_app_role_cannot_update_keys_or_partners(stack: Any) -> None:
             conn.rollback()
     finally:
         conn.close()
+
+
+def test_item16_a_suspended_partner_is_refused_and_can_be_reinstated(stack: Any) -> None:
+    from proveniq.app.runtime import runtime
+
+    admin = {"Authorization": f"Bearer {stack.admin_key}", "Content-Type": "application/json"}
+    pid = stack.partners["globex"]
+    key = stack.keys["globex:MEMBER"]
+    assert requests.get(stack.base + "/v1/events", headers=auth(key), timeout=10).status_code == 200
+    got = requests.get(stack.base + f"/v1/admin/partners/{pid}", headers=admin, timeout=10)
+    assert got.json()["data"]["status"] == "active"
+    r = requests.patch(
+        stack.base + f"/v1/admin/partners/{pid}",
+        data='{"status":"suspended","tier":"pro"}',
+        headers=admin,
+        timeout=10,
+    )
+    assert r.status_code == 200 and r.json()["data"] == {
+        **r.json()["data"],
+        "status": "suspended",
+        "tier": "pro",
+    }
+    runtime().gate.authenticator._cache.clear()  # the caches' few seconds, skipped
+    runtime().gate._tiers.clear()
+    refused = requests.get(stack.base + "/v1/events", headers=auth(key), timeout=10)
+    assert refused.status_code == 401
+    bad = requests.patch(
+        stack.base + f"/v1/admin/partners/{pid}",
+        data='{"status":"gone"}',
+        headers=admin,
+        timeout=10,
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["details"][0]["field"] == "status"
+    requests.patch(
+        stack.base + f"/v1/admin/partners/{pid}",
+        data='{"status":"active"}',
+        headers=admin,
+        timeout=10,
+    )
+    runtime().gate.authenticator._cache.clear()
+    runtime().gate._tiers.clear()
+    assert requests.get(stack.base + "/v1/events", headers=auth(key), timeout=10).status_code == 200
+    member = requests.get(stack.base + f"/v1/admin/partners/{pid}", headers=auth(key), timeout=10)
+    assert member.status_code == 403
+
+
+def test_item17_keys_are_listed_without_secrets_and_orgs_manage_their_own(stack: Any) -> None:
+    from proveniq.app.runtime import runtime
+
+    admin = {"Authorization": f"Bearer {stack.admin_key}"}
+    pid = stack.partners["acme"]
+    listed = requests.get(
+        stack.base + f"/v1/admin/api-keys?partner_id={pid}", headers=admin, timeout=10
+    )
+    assert listed.status_code == 200 and len(listed.json()["data"]) == 2
+    text = listed.text
+    assert stack.keys["acme:MEMBER"].rsplit("_", 1)[1] not in text and "key_hash" not in text
+    owner, _ = runtime().accounts.create_key(partner_id=pid, org_role="ADMIN")
+    h = auth(owner.secret)
+    made = requests.post(
+        stack.base + "/v1/keys", data='{"role":"VIEWER","label":"ci"}', headers=h, timeout=10
+    )
+    assert made.status_code == 201 and made.json()["data"]["api_key"].startswith("pvq_")
+    above = requests.post(stack.base + "/v1/keys", data='{"role":"OWNER"}', headers=h, timeout=10)
+    assert above.status_code == 403  # an ADMIN never mints an OWNER
+    mine = requests.get(stack.base + "/v1/keys", headers=h, timeout=10).json()["data"]
+    assert {k["role"] for k in mine} >= {"VIEWER", "ADMIN", "MEMBER"} and all(
+        "api_key" not in k for k in mine
+    )
+    theirs = runtime().accounts.list_keys(stack.partners["globex"])[0].id
+    assert (
+        requests.delete(stack.base + f"/v1/keys/{theirs}", headers=h, timeout=10).status_code == 404
+    )
+    new_id = made.json()["data"]["id"]
+    assert (
+        requests.delete(stack.base + f"/v1/keys/{new_id}", headers=h, timeout=10).status_code == 200
+    )
+    member = auth(stack.keys["acme:MEMBER"])
+    assert requests.get(stack.base + "/v1/keys", headers=member, timeout=10).status_code == 403
+
+
+def test_item18_config_is_served_without_secrets(stack: Any) -> None:
+    admin = {"Authorization": f"Bearer {stack.admin_key}"}
+    r = requests.get(stack.base + "/v1/admin/config", headers=admin, timeout=10)
+    assert r.status_code == 200
+    data = r.json()["data"]
+    assert data["log_origin"] == "proveniq.local/ledger" and data["database_url"] is True
+    assert "unix_sock" not in r.text and "postgresql://" not in r.text
+    member = auth(stack.keys["acme:MEMBER"])
+    assert (
+        requests.get(stack.base + "/v1/admin/config", headers=member, timeout=10).status_code == 403
+    )
+
+
+def test_item8_failed_authentications_are_limited_per_client(stack: Any) -> None:
+    from proveniq.access.gate import FAILURES_PER_MINUTE
+    from proveniq.app.runtime import runtime
+
+    known = auth(stack.keys["acme:MEMBER"])
+    forged = auth("pvq_live_" + "0" * 12 + "_" + "x" * 32)
+    assert requests.get(stack.base + "/v1/events", headers=known, timeout=10).status_code == 200
+    for _ in range(3):
+        assert (
+            requests.get(stack.base + "/v1/events", headers=forged, timeout=10).status_code == 401
+        )
+    assert runtime().gate._failures["127.0.0.1"] == 3
+    runtime().gate._failures["127.0.0.1"] = FAILURES_PER_MINUTE  # the budget, spent
+    assert requests.get(stack.base + "/v1/events", headers=known, timeout=10).status_code == 200
+    limited = requests.get(stack.base + "/v1/events", headers=forged, timeout=10)
+    assert limited.status_code == 429 and limited.headers["Retry-After"] == "60"
+    # a key this instance already knows keeps working from that client
+    assert requests.get(stack.base + "/v1/events", headers=known, timeout=10).status_code == 200

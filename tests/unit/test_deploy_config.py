@@ -78,6 +78,7 @@ SUBSTITUTIONS = {
 
 # Settings the functions never read on GCP (local stack only, or set by the platform).
 LOCAL_ONLY = {
+    "PROVENIQ_TELEMETRY": "on by default; only benchmarks switch it off to measure its cost",
     "PROVENIQ_STATE_DIR": "local state folder (embedded PostgreSQL, key file)",
     "PROVENIQ_DATABASE_URL": "direct URL; on GCP the Cloud SQL connector is used",
     "PROVENIQ_SIGNING_KEY_FILE": "local Ed25519 key; on GCP Cloud KMS signs",
@@ -1124,6 +1125,7 @@ def _sample_path(template: str) -> str:
         "webhook_id": "wh_" + "0" * 24,
         "delivery_id": "dlv_" + "0" * 32,
         "device_id": "tag-0001",
+        "partner_id": "prt_" + "0" * 16,
     }
     return re.sub(r"\{(\w+)\}", lambda m: examples[m.group(1)], template)
 

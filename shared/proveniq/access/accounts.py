@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 
 from proveniq.access import apikeys
-from proveniq.errors import Conflict, NotFound, ValidationError
+from proveniq.errors import Conflict, Forbidden, NotFound, ValidationError
 from proveniq.ports import AccountStore, KeyRecord, Partner, Principal
 
 TIERS = ("free", "pro", "enterprise", "internal")
@@ -26,6 +26,33 @@ class Accounts:
 
     def list_partners(self) -> list[Partner]:
         return self.store.partners()
+
+    def get_partner(self, partner_id: str) -> Partner:
+        partner = self.store.partner(partner_id)
+        if partner is None:
+            raise NotFound(f"partner {partner_id} not found")
+        return partner
+
+    def update_partner(
+        self, partner_id: str, *, tier: str | None = None, status: str | None = None
+    ) -> Partner:
+        """Change the tier and/or suspend (`suspended`) or reinstate (`active`) a partner. A
+        suspended partner's keys and app tokens are refused (within the caches' seconds)."""
+        if tier is not None and tier not in TIERS:
+            raise ValidationError(f"tier must be one of {', '.join(TIERS)}", field="tier")
+        if status is not None and status not in ("active", "suspended"):
+            raise ValidationError("status must be 'active' or 'suspended'", field="status")
+        updated = self.store.update_partner(
+            partner_id, tier=tier, suspended=None if status is None else status == "suspended"
+        )
+        if updated is None:
+            raise NotFound(f"partner {partner_id} not found")
+        return updated
+
+    def list_keys(self, partner_id: str | None) -> list[KeyRecord]:
+        if partner_id is not None:
+            self.get_partner(partner_id)
+        return self.store.keys(partner_id)
 
     def create_key(
         self,
@@ -84,3 +111,19 @@ def principal_of(rec: KeyRecord) -> Principal:
         global_role=rec.global_role,  # type: ignore[arg-type]
         tier=rec.tier,
     )
+
+
+# An organization's OWNER may mint any org role; its ADMIN any but OWNER; nobody else mints.
+MINTABLE: dict[str, frozenset[str]] = {
+    "OWNER": frozenset(ORG_ROLES),
+    "ADMIN": frozenset({"ADMIN", "MEMBER", "VIEWER"}),
+}
+
+
+def check_mintable(principal: Principal, role: str) -> None:
+    """An organization's own key managers never mint a role above their own."""
+    if principal.global_role == "ADMIN":
+        return
+    allowed = MINTABLE.get(principal.org_role or "", frozenset())
+    if role not in allowed:
+        raise Forbidden(f"a {principal.org_role} cannot create a key with role {role}")

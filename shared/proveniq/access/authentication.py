@@ -11,7 +11,7 @@ from cachetools import TTLCache
 
 from proveniq.access import apikeys
 from proveniq.access.accounts import Accounts, principal_of
-from proveniq.errors import AuthInvalid, AuthRequired, NotFound
+from proveniq.errors import AuthInvalid, AuthRequired, NotFound, RateLimited
 from proveniq.ports import IdentityVerifier, KeyRecord, Principal
 
 KEY_CACHE_SECONDS = 5
@@ -31,18 +31,24 @@ class Authenticator:
         self._cache: TTLCache[str, KeyRecord] = TTLCache(maxsize=10_000, ttl=KEY_CACHE_SECONDS)
         self._lock = threading.Lock()
 
-    def authenticate(self, headers: Mapping[str, str]) -> Principal:
+    def authenticate(self, headers: Mapping[str, str], *, lookup: bool = True) -> Principal:
+        """`lookup=False`: a key not in the cache is refused (429) instead of looked up (a
+        client past its budget of failed authentications)."""
         token = _credential(headers, behind_gateway=self._behind_gateway)
         if apikeys.looks_like_key(token):
-            return self._api_key(token)
+            return self._api_key(token, lookup=lookup)
         if self._identity is None:
             raise AuthInvalid("unrecognised credential (expected a Proveniq API key)")
         return self._identity.verify(token)
 
-    def _api_key(self, key: str) -> Principal:
+    def _api_key(self, key: str, *, lookup: bool = True) -> Principal:
         prefix = apikeys.prefix_of(key)
         with self._lock:
             rec = self._cache.get(prefix)
+        if rec is None and not lookup:
+            raise RateLimited(
+                "too many failed authentications from this client; retry later", retry_after=60
+            )
         if rec is None:
             try:
                 rec = self._accounts.lookup(prefix)

@@ -11,10 +11,11 @@ from cachetools import TTLCache
 from proveniq.access.accounts import Accounts
 from proveniq.access.authentication import Authenticator
 from proveniq.access.ratelimit import RateLimiter
-from proveniq.errors import NotFound
+from proveniq.errors import AuthInvalid, AuthRequired, NotFound
 from proveniq.ports import Principal
 
 TIER_CACHE_SECONDS = 30
+FAILURES_PER_MINUTE = 60
 
 
 class Gate:
@@ -25,10 +26,27 @@ class Gate:
         self.limiter = limiter
         self.accounts = accounts
         self._tiers: TTLCache[str, str | None] = TTLCache(maxsize=10_000, ttl=TIER_CACHE_SECONDS)
+        self._failures: TTLCache[str, int] = TTLCache(maxsize=100_000, ttl=60)
         self._lock = threading.Lock()
 
-    def authenticate(self, headers: Mapping[str, str]) -> Principal:
-        return self.authenticator.authenticate(headers)
+    def authenticate(self, headers: Mapping[str, str], client: str = "") -> Principal:
+        """The caller, or AuthRequired/AuthInvalid. Failures are limited per client address
+        (each can cost a database lookup): past `FAILURES_PER_MINUTE` in a minute, keys this
+        instance does not know yet are answered 429 without a lookup.
+        A suspended organization's app tokens are refused like its keys."""
+        over = bool(client) and self._failures.get(client, 0) >= FAILURES_PER_MINUTE
+        try:
+            # past the budget, keys already known to this instance still work; unknown ones
+            # are not looked up in the database (429)
+            principal = self.authenticator.authenticate(headers, lookup=not over)
+            if principal.tenant is not None and self._tier(principal.tenant) is None:
+                raise AuthInvalid("this organization is suspended")
+        except (AuthInvalid, AuthRequired):
+            if client:
+                with self._lock:
+                    self._failures[client] = self._failures.get(client, 0) + 1
+            raise
+        return principal
 
     def rate_limit(self, principal: Principal, tenant: str | None) -> Mapping[str, str]:
         # One bucket per organization; platform credentials without one get their own bucket.

@@ -28,6 +28,7 @@ from proveniq.edge.admin import AdminHandlers
 from proveniq.edge.devices import DeviceHandlers
 from proveniq.edge.health import HealthHandlers
 from proveniq.edge.http import Route
+from proveniq.edge.keys import KeyHandlers
 from proveniq.edge.proofs import ProofHandlers
 from proveniq.edge.risk import RiskHandlers
 from proveniq.edge.routes import routes_for
@@ -158,7 +159,10 @@ class Runtime:
                 "risk": risk,
             },
             "admin": {
-                "admin": AdminHandlers(accounts=self.accounts),
+                "admin": AdminHandlers(
+                    accounts=self.accounts, config=lambda: self.settings.model_dump(mode="json")
+                ),
+                "keys": KeyHandlers(accounts=self.accounts),
                 "webhooks": WebhookHandlers(
                     subscriptions=lambda: self.webhooks.subscriptions,
                     dispatcher=lambda: self.webhooks.dispatcher,

@@ -3,16 +3,52 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from proveniq.access.accounts import Accounts
 from proveniq.edge.http import Call, Reply
 from proveniq.edge.params import json_object
 from proveniq.errors import NotFound, ValidationError
 
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+SECRET_SETTINGS = frozenset({"database_url", "gemini_api_key"})
+
 
 class AdminHandlers:
-    def __init__(self, *, accounts: Accounts) -> None:
+    def __init__(self, *, accounts: Accounts, config: Callable[[], Mapping[str, Any]]) -> None:
         self.accounts = accounts
+        self._config = config
+
+    def get_partner(self, call: Call) -> Reply:
+        partner = self.accounts.get_partner(call.params["partner_id"])
+        return Reply(data=partner.to_json(), headers=NO_STORE)
+
+    def update_partner(self, call: Call) -> Reply:
+        doc = json_object(call.body, {"tier", "status"})
+        for k in ("tier", "status"):
+            if k in doc and not isinstance(doc[k], str):
+                raise ValidationError("must be a string", field=k)
+        if not doc:
+            raise ValidationError("send tier and/or status", field="body")
+        partner = self.accounts.update_partner(
+            call.params["partner_id"], tier=doc.get("tier"), status=doc.get("status")
+        )
+        return Reply(data=partner.to_json(), headers=NO_STORE)
+
+    def list_keys(self, call: Call) -> Reply:
+        partner_id = call.request.args.get("partner_id") or None
+        if partner_id is not None and not re.fullmatch(r"prt_[0-9a-f]{16}", partner_id):
+            raise NotFound(f"partner {partner_id[:40]} not found")
+        keys = [k.to_json() for k in self.accounts.list_keys(partner_id)]
+        return Reply(data=keys, meta={"count": len(keys)}, headers=NO_STORE)
+
+    def config(self, _: Call) -> Reply:
+        """The effective configuration, without secrets (a secret shows only as configured)."""
+        data = {k: (bool(v) if k in SECRET_SETTINGS else v) for k, v in self._config().items()}
+        return Reply(data=data, headers=NO_STORE)
 
     def create_partner(self, call: Call) -> Reply:
         doc = json_object(call.body, {"name", "tier"})

@@ -77,7 +77,7 @@ class Route:
 class Gate(Protocol):
     """Authentication, rate limits and tenant checks (`proveniq.access.gate.Gate`)."""
 
-    def authenticate(self, headers: Any) -> Principal: ...
+    def authenticate(self, headers: Any, client: str = "") -> Principal: ...
 
     def rate_limit(self, principal: Principal, tenant: str | None) -> Mapping[str, str]: ...
 
@@ -116,7 +116,7 @@ def _serve(
                 Call(request=request, params=params, body=b"", principal=_ANONYMOUS, tenant=None)
             )
         else:
-            principal = edge.authenticate(request.headers)
+            principal = edge.authenticate(request.headers, request.remote_addr or "")
             rbac.require(principal, route.permission)
             tenant = None
             if route.tenant_scoped:

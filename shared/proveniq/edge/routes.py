@@ -21,6 +21,7 @@ PARAMS = {
     "subject": SUBJECT,
     "size": r"[1-9][0-9]{0,17}",
     "key_id": r"key_[0-9a-f]{12}",
+    "partner_id": r"prt_[0-9a-f]{16}",
     "webhook_id": r"wh_[0-9a-f]{24}",
     "delivery_id": r"dlv_[0-9a-f]{32}",
     "device_id": r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}",
@@ -30,6 +31,7 @@ WRITE = "asset:create"
 ADMIN = "admin:system"
 REVIEW = "asset:update"  # a risk review is a decision on the claim (OWNER, ADMIN, MEMBER)
 SETTINGS = "org:settings"  # webhooks and devices are the organization's settings
+MEMBERS = "org:members"  # an organization's own API keys
 
 
 @dataclass(frozen=True)
@@ -86,11 +88,27 @@ ROUTES: tuple[RouteSpec, ...] = (
     # admin: partners and keys
     RouteSpec("admin", "POST", "/v1/admin/partners", "create_partner", ADMIN, tenant_scoped=False),
     RouteSpec("admin", "GET", "/v1/admin/partners", "list_partners", ADMIN, tenant_scoped=False),
+    RouteSpec(
+        "admin", "GET", "/v1/admin/partners/{partner_id}", "get_partner", ADMIN, tenant_scoped=False
+    ),
+    RouteSpec(
+        "admin",
+        "PATCH",
+        "/v1/admin/partners/{partner_id}",
+        "update_partner",
+        ADMIN,
+        tenant_scoped=False,
+    ),
     RouteSpec("admin", "POST", "/v1/admin/api-keys", "create_key", ADMIN, tenant_scoped=False),
+    RouteSpec("admin", "GET", "/v1/admin/api-keys", "list_keys", ADMIN, tenant_scoped=False),
+    RouteSpec("admin", "GET", "/v1/admin/config", "config", ADMIN, tenant_scoped=False),
     RouteSpec(
         "admin", "DELETE", "/v1/admin/api-keys/{key_id}", "revoke_key", ADMIN, tenant_scoped=False
     ),
-    # admin: the organization's webhooks and devices
+    # admin: the organization's own keys, webhooks and devices
+    RouteSpec("admin", "POST", "/v1/keys", "create", MEMBERS),
+    RouteSpec("admin", "GET", "/v1/keys", "list", MEMBERS),
+    RouteSpec("admin", "DELETE", "/v1/keys/{key_id}", "revoke", MEMBERS),
     RouteSpec("admin", "POST", "/v1/webhooks", "create", SETTINGS),
     RouteSpec("admin", "GET", "/v1/webhooks", "list", SETTINGS),
     RouteSpec("admin", "GET", "/v1/webhooks/{webhook_id}", "get", SETTINGS),

@@ -37,7 +37,31 @@ class MemoryAccounts:
     def active_partner_tier(self, partner_id: str) -> str | None:
         with self._lock:
             p = self._partners.get(partner_id)
-            return None if p is None else p.tier
+            return None if p is None or p.status != "active" else p.tier
+
+    def partner(self, partner_id: str) -> Partner | None:
+        with self._lock:
+            return self._partners.get(partner_id)
+
+    def update_partner(
+        self, partner_id: str, *, tier: str | None, suspended: bool | None
+    ) -> Partner | None:
+        with self._lock:
+            p = self._partners.get(partner_id)
+            if p is None:
+                return None
+            status = p.status if suspended is None else ("suspended" if suspended else "active")
+            p = replace(p, tier=tier or p.tier, status=status)
+            self._partners[partner_id] = p
+            return p
+
+    def keys(self, partner_id: str | None) -> list[KeyRecord]:
+        with self._lock:
+            found = [k for k in self._keys.values() if k.partner_id == partner_id]
+        return [
+            self.key_by_prefix(k.prefix) or k
+            for k in sorted(found, key=lambda k: (k.created_at, k.id), reverse=True)
+        ]
 
     def insert_key(
         self,
@@ -62,6 +86,8 @@ class MemoryAccounts:
                 global_role=global_role,
                 tier="enterprise" if partner_id is None else "",
                 revoked=False,
+                label=label,
+                created_at=datetime.now(UTC),
             )
 
     def revoke_key(self, key_id: str) -> Literal["revoked", "already", "missing"]:
@@ -70,7 +96,7 @@ class MemoryAccounts:
                 if rec.id == key_id:
                     if rec.revoked:
                         return "already"
-                    self._keys[prefix] = replace(rec, revoked=True)
+                    self._keys[prefix] = replace(rec, revoked=True, revoked_at=datetime.now(UTC))
                     return "revoked"
             return "missing"
 
@@ -80,7 +106,9 @@ class MemoryAccounts:
             if rec is None or rec.partner_id is None:
                 return rec
             partner = self._partners[rec.partner_id]
-            return replace(rec, tier=partner.tier)
+            return replace(
+                rec, tier=partner.tier, revoked=rec.revoked or partner.status != "active"
+            )
 
 
 class MemoryRateBuckets:

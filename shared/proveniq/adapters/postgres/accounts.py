@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from proveniq.adapters.postgres.pool import Pool
 from proveniq.ports import KeyRecord, Partner
@@ -23,8 +23,32 @@ class PostgresAccounts:
 
     def partners(self) -> list[Partner]:
         with self.pool.transaction() as cur:
-            cur.execute("SELECT id, name, tier, created_at FROM partners ORDER BY created_at, id")
-            return [Partner(id=r[0], name=r[1], tier=r[2], created_at=r[3]) for r in cur.fetchall()]
+            cur.execute(f"SELECT {_PARTNER} FROM partners ORDER BY created_at, id")  # noqa: S608
+            return [_partner(r) for r in cur.fetchall()]
+
+    def partner(self, partner_id: str) -> Partner | None:
+        with self.pool.transaction() as cur:
+            cur.execute(f"SELECT {_PARTNER} FROM partners WHERE id = %s", (partner_id,))  # noqa: S608
+            row = cur.fetchone()
+        return None if row is None else _partner(row)
+
+    def update_partner(
+        self, partner_id: str, *, tier: str | None, suspended: bool | None
+    ) -> Partner | None:
+        # the app role has no UPDATE on partners: one narrow SECURITY DEFINER function
+        with self.pool.transaction() as cur:
+            cur.execute("SELECT update_partner(%s, %s, %s)", (partner_id, tier, suspended))
+            found = bool(cur.fetchone()[0])
+        return self.partner(partner_id) if found else None
+
+    def keys(self, partner_id: str | None) -> list[KeyRecord]:
+        with self.pool.transaction() as cur:
+            cur.execute(
+                f"SELECT {_KEY} FROM api_keys k LEFT JOIN partners p ON p.id = k.partner_id "  # noqa: S608
+                "WHERE k.partner_id IS NOT DISTINCT FROM %s ORDER BY k.created_at DESC, k.id",
+                (partner_id,),
+            )
+            return [_key(r) for r in cur.fetchall()]
 
     def partner_exists(self, partner_id: str) -> bool:
         with self.pool.transaction() as cur:
@@ -68,23 +92,43 @@ class PostgresAccounts:
     def key_by_prefix(self, prefix: str) -> KeyRecord | None:
         with self.pool.transaction() as cur:
             cur.execute(
-                "SELECT k.id, k.prefix, k.key_hash, k.partner_id, k.org_role, k.global_role,"
-                " coalesce(p.tier, 'enterprise'), k.revoked_at IS NOT NULL OR"
-                " p.disabled_at IS NOT NULL"
-                " FROM api_keys k LEFT JOIN partners p ON p.id = k.partner_id"
-                " WHERE k.prefix = %s",
+                f"SELECT {_KEY} FROM api_keys k LEFT JOIN partners p ON p.id = k.partner_id "  # noqa: S608
+                "WHERE k.prefix = %s",
                 (prefix,),
             )
             row = cur.fetchone()
-        if row is None:
-            return None
-        return KeyRecord(
-            id=row[0],
-            prefix=row[1],
-            key_hash=bytes(row[2]),
-            partner_id=row[3],
-            org_role=row[4],
-            global_role=row[5],
-            tier=row[6],
-            revoked=bool(row[7]),
-        )
+        return None if row is None else _key(row)
+
+
+_PARTNER = "id, name, tier, created_at, disabled_at IS NOT NULL"
+_KEY = (
+    "k.id, k.prefix, k.key_hash, k.partner_id, k.org_role, k.global_role, "
+    "coalesce(p.tier, 'enterprise'), k.revoked_at IS NOT NULL OR p.disabled_at IS NOT NULL, "
+    "k.label, k.created_at, k.revoked_at"
+)
+
+
+def _partner(r: Any) -> Partner:
+    return Partner(
+        id=r[0],
+        name=r[1],
+        tier=r[2],
+        created_at=r[3],
+        status="suspended" if r[4] else "active",
+    )
+
+
+def _key(r: Any) -> KeyRecord:
+    return KeyRecord(
+        id=r[0],
+        prefix=r[1],
+        key_hash=bytes(r[2]),
+        partner_id=r[3],
+        org_role=r[4],
+        global_role=r[5],
+        tier=r[6],
+        revoked=bool(r[7]),
+        label=r[8],
+        created_at=r[9],
+        revoked_at=r[10],
+    )

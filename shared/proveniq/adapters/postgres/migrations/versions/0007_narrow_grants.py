@@ -1,5 +1,6 @@
 """The application role may no longer UPDATE partners or api_keys (it could un-revoke a key or
-change a tier). Revocation goes through one narrow SECURITY DEFINER function.
+change a tier). Revocation, tier changes and suspension go through narrow SECURITY DEFINER
+functions.
 
 Revision ID: 0007
 Revises: 0006
@@ -29,6 +30,21 @@ BEGIN
 END $$;
 REVOKE ALL ON FUNCTION revoke_api_key(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION revoke_api_key(text) TO proveniq_app;
+
+-- tier and suspension of a partner (NULL: unchanged); false if there is no such partner
+CREATE FUNCTION update_partner(p_id text, p_tier text, p_suspended boolean) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+BEGIN
+  UPDATE partners SET
+    tier = coalesce(p_tier, tier),
+    disabled_at = CASE WHEN p_suspended IS NULL THEN disabled_at
+                       WHEN p_suspended THEN coalesce(disabled_at, now())
+                       ELSE NULL END
+  WHERE id = p_id;
+  RETURN FOUND;
+END $$;
+REVOKE ALL ON FUNCTION update_partner(text, text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION update_partner(text, text, boolean) TO proveniq_app;
 """
 
 
@@ -37,5 +53,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DROP FUNCTION update_partner(text, text, boolean)")
     op.execute("DROP FUNCTION revoke_api_key(text)")
     op.execute("GRANT UPDATE ON partners, api_keys TO proveniq_app")
