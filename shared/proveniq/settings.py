@@ -26,6 +26,8 @@ Adapters are chosen here (`backend`), never by "if testing" elsewhere.
   risk_score
     PROVENIQ_RISK_REVIEW_THRESHOLD  a score at or above it needs a human review  [50]
     PROVENIQ_RISK_REVIEW_MARGIN     ...as does a Gemini/deterministic gap above it [30]
+    PROVENIQ_RISK_MAX_CLOCK_SKEW_SECONDS  occurred_at this far from recorded_at is a timing
+                              signal; 0 turns the check off (backfills)   [172800]
     PROVENIQ_GEMINI_MODEL     Gemini model id; unset: deterministic scoring only
     PROVENIQ_GEMINI_LOCATION  Vertex AI location (gcp)         [europe-west1]
     PROVENIQ_GEMINI_ENDPOINT  base URL override (a local generateContent server)
@@ -91,6 +93,7 @@ class Settings(BaseSettings):
     telemetry: bool = True
     risk_review_threshold: int = Field(default=50, ge=0, le=100)
     risk_review_margin: int = Field(default=30, ge=0, le=100)
+    risk_max_clock_skew_seconds: int = Field(default=2 * 86400, ge=0)
     gemini_model: str | None = None
     gemini_location: str = "europe-west1"
     gemini_endpoint: str | None = None

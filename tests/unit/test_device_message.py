@@ -283,3 +283,11 @@ def test_event_payload_is_the_documented_shape() -> None:
     assert sorted(payload) == ["counter", "device", "message", "public_key", "signature"]
     assert canonicalize(payload)  # representable as the ledger's canonical JSON
     assert replace(t, counter=2).idempotency_key == "device:locker-1:2"
+
+
+def test_a_forgery_reusing_an_accepted_counter_is_a_bad_signature_not_a_replay() -> None:
+    """Anyone who can publish must not be able to make a device look like it replays."""
+    accepted = signed(body(counter=5))
+    digest = hashlib.sha256(accepted.data).digest()
+    forged = signed(body(counter=5, data={"temp_c": 99}), key=OTHER)
+    assert reason(forged, device(last_counter=5), seen=digest) == "bad_signature"

@@ -60,7 +60,7 @@ class Gate:
     def check_tenant(self, tenant: str) -> None:
         """Raise NotFound unless `tenant` is an existing (active) organization."""
         if self._tier(tenant) is None:
-            raise NotFound(f"organization {tenant} does not exist")
+            raise NotFound(f"organization {tenant[:64]} does not exist")
 
     def _tier(self, partner_id: str) -> str | None:
         with self._lock:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from proveniq.followers.risk.assessment import Assessor, ReviewPolicy
+from proveniq.followers.risk.features import FeatureConfig
 from proveniq.followers.risk.scoring import RiskScorer
 from proveniq.followers.webhooks.deliveries import Dispatcher
 from proveniq.followers.webhooks.guard import Guard, Policy
@@ -35,6 +36,11 @@ def risk_scorer(rt: Runtime) -> RiskScorer:
         results=PostgresRiskResults(pool=rt.pool),
         ledger=rt.sequencer,
         assessor=_assessor(rt),
+        features=FeatureConfig(
+            max_clock_skew=timedelta(seconds=s.risk_max_clock_skew_seconds)
+            if s.risk_max_clock_skew_seconds
+            else None
+        ),
         policy=ReviewPolicy(threshold=s.risk_review_threshold, margin=s.risk_review_margin),
     )
 

@@ -31,12 +31,17 @@ class RiskHandlers:
         claim = doc.get("claim_id")
         if not isinstance(claim, str) or not _CLAIM.fullmatch(claim):
             raise ValidationError("claim_id must be a claim's subject id", field="claim_id")
-        risk = self._scorer().analyze(tenant=call.tenant, claim_id=claim)
+        risk = self._scorer().analyze(
+            tenant=call.tenant, claim_id=claim, idempotency_key=_idempotency_key(call)
+        )
         return Reply(data=score_view(risk), headers=NO_STORE)
 
     def review(self, call: Call) -> Reply:
         assert call.tenant is not None
         doc = params.json_object(call.body, {"decision", "note"})
+        decision = doc.get("decision")
+        if decision not in ("approve", "reject", "escalate"):
+            raise ValidationError("decision must be approve, reject or escalate", field="decision")
         note = doc.get("note", "")
         if not isinstance(note, str) or len(note) > 2000:
             raise ValidationError("note must be a string of at most 2000 characters", field="note")
@@ -44,8 +49,9 @@ class RiskHandlers:
             tenant=call.tenant,
             claim_id=call.params["subject"],
             reviewer=call.principal.subject,
-            decision=doc.get("decision"),  # type: ignore[arg-type]  # validated by review()
+            decision=decision,
             note=note,
+            idempotency_key=_idempotency_key(call),
         )
         return Reply(status=201, data=score_view(risk), headers=NO_STORE)
 
@@ -80,6 +86,19 @@ class RiskHandlers:
         limit = params.page_limit(call, default=50, maximum=200)
         items = [score_view(r) for r in self._scorer().queue(tenant=call.tenant, limit=limit)]
         return Reply(data=items, meta={"count": len(items)}, headers=NO_STORE)
+
+
+def _idempotency_key(call: Call) -> str | None:
+    """A client's Idempotency-Key, scoped to the route and claim so it cannot replay another
+    request's entry; a retry after a timeout then appends nothing new."""
+    key = call.header("Idempotency-Key")
+    if key is None:
+        return None
+    if not key or len(key) > 200 or not key.isprintable():
+        raise ValidationError(
+            "Idempotency-Key must be 1-200 printable characters", field="Idempotency-Key"
+        )
+    return f"{call.request.path}:{key}"
 
 
 def score_view(risk: ClaimRisk) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 from proveniq.edge import params
 from proveniq.edge.http import Call, Reply
 from proveniq.errors import ValidationError
-from proveniq.followers.webhooks.deliveries import DeliveryView, Dispatcher
+from proveniq.followers.webhooks.deliveries import MAX_PAGE, DeliveryView, Dispatcher
 from proveniq.followers.webhooks.manage import Subscriptions
 from proveniq.log.timefmt import format_time
 
@@ -66,6 +66,11 @@ class WebhookHandlers:
     def update(self, call: Call) -> Reply:
         assert call.tenant is not None
         doc = params.json_object(call.body, _FIELDS)
+        for k, v in doc.items():
+            if v is None:
+                raise ValidationError("must not be null (leave the field out to keep it)", field=k)
+        if not doc:
+            raise ValidationError("nothing to change", field="body")
         sub = self._subscriptions().update(
             tenant=call.tenant,
             subscription_id=call.params["webhook_id"],
@@ -83,6 +88,7 @@ class WebhookHandlers:
 
     def rotate_secret(self, call: Call) -> Reply:
         assert call.tenant is not None
+        _no_body(call)
         rotated = self._subscriptions().rotate_secret(
             tenant=call.tenant, subscription_id=call.params["webhook_id"]
         )
@@ -96,6 +102,7 @@ class WebhookHandlers:
 
     def test(self, call: Call) -> Reply:
         assert call.tenant is not None
+        _no_body(call)
         view = self._dispatcher().send_test(
             tenant=call.tenant, subscription_id=call.params["webhook_id"]
         )
@@ -103,7 +110,7 @@ class WebhookHandlers:
 
     def deliveries(self, call: Call) -> Reply:
         assert call.tenant is not None
-        limit = params.page_limit(call, default=50, maximum=200)
+        limit = params.page_limit(call, default=50, maximum=MAX_PAGE)
         page = self._dispatcher().deliveries(
             tenant=call.tenant,
             subscription_id=call.params["webhook_id"],
@@ -118,6 +125,7 @@ class WebhookHandlers:
 
     def replay(self, call: Call) -> Reply:
         assert call.tenant is not None
+        _no_body(call)
         d = self._dispatcher()
         delivery = d.replay(
             tenant=call.tenant,
@@ -128,6 +136,11 @@ class WebhookHandlers:
             tenant=call.tenant, subscription_id=delivery.subscription_id, delivery_id=delivery.id
         )
         return Reply(status=202, data=delivery_view(view), headers=NO_STORE)
+
+
+def _no_body(call: Call) -> None:
+    if call.body.strip() and call.body.strip() != b"{}":
+        raise ValidationError("this endpoint takes no request body", field="body")
 
 
 def delivery_view(v: DeliveryView) -> dict[str, Any]:

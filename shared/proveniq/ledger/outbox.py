@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from proveniq.errors import Unavailable, ValidationError
+from proveniq.log.canonical import sha256_canonical
 from proveniq.log.entry import Entry
 from proveniq.ports import Bus, Message, Outbox, StoredEvent
 
@@ -54,6 +55,9 @@ def decode_message(data: bytes) -> tuple[Entry, dict[str, Any] | None]:
     payload = doc.get("payload")
     if payload is not None and not isinstance(payload, dict):
         raise ValidationError("payload must be an object or null", field="payload")
+    if payload is not None and sha256_canonical(payload) != entry.payload_hash:
+        # a follower acts only on the payload the ledger committed to
+        raise ValidationError("payload does not match the entry's payload_hash", field="payload")
     return entry, payload
 
 

@@ -22,6 +22,7 @@ import binascii
 import hashlib
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -68,15 +69,17 @@ def webhook_type(ledger_type: str) -> str:
 
 def check_patterns(events: Iterable[object], *, field: str = "events") -> tuple[str, ...]:
     """Validate event patterns; returns them de-duplicated, in the order given."""
-    if isinstance(events, str | bytes) or not isinstance(events, Iterable):
+    if not isinstance(events, list | tuple):
         raise ValidationError("must be a list of event types or patterns", field=field)
-    out: list[str] = []
+    out: dict[str, None] = {}  # ordered, O(1) de-duplication
     for i, p in enumerate(events):
         where = f"{field}[{i}]"
+        if i >= 4 * MAX_PATTERNS:  # refuse early: never walk a huge list
+            raise ValidationError(f"at most {MAX_PATTERNS} patterns", field=field)
         if not isinstance(p, str):
             raise ValidationError("must be a string", field=where)
         if p != "*":
-            m = _PATTERN.match(p)
+            m = _PATTERN.fullmatch(p)
             if m is None:
                 raise ValidationError(
                     "expected '*', an event type like 'asset.verified' or a prefix like 'claim.*'",
@@ -85,8 +88,9 @@ def check_patterns(events: Iterable[object], *, field: str = "events") -> tuple[
             if m["ns"] not in NAMESPACES:
                 known = ", ".join(sorted(NAMESPACES))
                 raise ValidationError(f"unknown namespace {m['ns']!r}; known: {known}", field=where)
-        if p not in out:
-            out.append(p)
+        out.setdefault(p)
+        if len(out) > MAX_PATTERNS:
+            raise ValidationError(f"at most {MAX_PATTERNS} patterns", field=field)
     if not out:
         raise ValidationError("at least one event type or pattern is required", field=field)
     if len(out) > MAX_PATTERNS:
@@ -107,7 +111,10 @@ def check_description(description: object, *, field: str = "description") -> str
         raise ValidationError("must be a string", field=field)
     if len(description) > MAX_DESCRIPTION:
         raise ValidationError(f"at most {MAX_DESCRIPTION} characters", field=field)
-    if any(ord(c) < 0x20 and c not in "\t" for c in description):
+    if any(
+        (ord(c) < 0x20 and c != "\t") or unicodedata.category(c) in ("Cc", "Cf")
+        for c in description
+    ):
         raise ValidationError("must not contain control characters", field=field)
     return description
 

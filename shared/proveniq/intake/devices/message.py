@@ -195,16 +195,17 @@ def verify(
         return t
     if device is None or device.device_id != t.device:
         return Rejected("unknown_device", "no such device is registered", t.device)
-    if seen is not None:
-        if seen == t.digest:
-            return Duplicate(t)
-        return Rejected("replayed_counter", f"counter {t.counter} was used already", t.device)
+    if seen is not None and seen == t.digest:
+        return Duplicate(t)
+    replayed = seen is not None  # judged after the signature: a forgery is not a "replay"
     if device.status != "active":
         reason: Reason = "suspended_device" if device.status == "suspended" else "retired_device"
         return Rejected(reason, f"device is {device.status}", t.device)
     key = _verifying_key(t, device.keys_at(now))
     if key is None:
         return Rejected("bad_signature", "signature does not verify with the device key", t.device)
+    if replayed:
+        return Rejected("replayed_counter", f"counter {t.counter} was used already", t.device)
     if t.counter <= device.last_counter:
         detail = f"counter {t.counter} is not above the last accepted {device.last_counter}"
         return Rejected("replayed_counter", detail, t.device)

@@ -152,6 +152,8 @@ def parse_patch(body: Any) -> DevicePatch:
             )
         overlap = timedelta(seconds=seconds)
     status = d.get("status")
+    if "status" in d and status is None:
+        raise ValidationError("must not be null", field="status")
     asset = d.get("asset")
     return DevicePatch(
         status=None if status is None else cast(Status, _one_of(status, STATUSES, "status")),
