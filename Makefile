@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint typecheck unit fmt bench clean
+.PHONY: run demo test lint typecheck unit fmt bench fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ unit: $(STAMP)
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
+
+# A longer schemathesis run over terraform/openapi.yaml against the local stack.
+fuzz: $(STAMP)
+	SCHEMATHESIS_EXAMPLES=50 $(BIN)/pytest -q tests/e2e/test_schemathesis.py
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .

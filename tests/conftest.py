@@ -26,6 +26,9 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for k in list(os.environ):
         if k.startswith(ENV_PREFIXES):
             monkeypatch.delenv(k)
+    # `proveniq serve` started by a test (and its children) must not start a Firestore emulator
+    # each: only the projection's own tests use one (they set the variable themselves).
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", "127.0.0.1:1")
     yield
     from proveniq.app.runtime import release_runtime
 

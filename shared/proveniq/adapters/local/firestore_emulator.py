@@ -38,6 +38,17 @@ class FirestoreEmulator:
         self.process.wait(timeout=10)
 
 
+def _die_with_parent() -> None:
+    """Linux: the emulator gets SIGTERM when the process that started it dies, even by SIGKILL."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def available() -> bool:
     return shutil.which("node") is not None and (
         (ROOT / "node_modules").exists() or shutil.which("npm") is not None
@@ -77,6 +88,7 @@ def start(log_path: Path, *, root: Path = ROOT, timeout: float = 30) -> Firestor
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_die_with_parent,  # a SIGKILLed stack leaves no emulator behind
         )
     deadline = time.monotonic() + timeout
     while True:
