@@ -7,7 +7,6 @@ documents exactly (and repairs a damaged projection). Each test uses its own ten
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import random
@@ -21,6 +20,7 @@ from google.cloud import firestore
 from proveniq.adapters.gcp.firestore import FirestoreSink
 from proveniq.followers.projection import follower, rebuild
 from proveniq.followers.projection.documents import change_for
+from proveniq.log.canonical import sha256_canonical
 from proveniq.log.entry import ZERO_HASH, Entry
 from proveniq.ports import Message
 from tests.contract.firestore_emulator import FirestoreEmulator, firestore_emulator
@@ -50,14 +50,13 @@ def ledger(tenant: str) -> list[Event]:
     ]
     events: list[Event] = []
     for seq, (etype, subject, payload) in enumerate(kinds, start=100):
-        body = json.dumps(payload, sort_keys=True).encode()
         entry = Entry(
             seq=seq,
             id=f"evt_{tenant}_{seq}",
             tenant=tenant,
             type=etype,
             subject=subject,
-            payload_hash=hashlib.sha256(body).digest(),
+            payload_hash=sha256_canonical(payload),  # what the ledger commits to (RFC 8785)
             recorded_at=T0 + timedelta(seconds=seq),
             prev=ZERO_HASH,
         )
