@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import UTC, datetime
 
@@ -11,6 +10,7 @@ import pytest
 from proveniq.errors import ValidationError
 from proveniq.followers.projection import follower
 from proveniq.followers.projection.sink import MemorySink
+from proveniq.log.canonical import sha256_canonical
 from proveniq.log.entry import ZERO_HASH, Entry
 from proveniq.ports import Message
 
@@ -20,7 +20,7 @@ ENTRY = Entry(
     tenant="prt_a",
     type="asset.created",
     subject="ast_1",
-    payload_hash=hashlib.sha256(b"{}").digest(),
+    payload_hash=sha256_canonical({"title": "x"}),  # what the relay's message carries
     recorded_at=datetime(2026, 1, 1, tzinfo=UTC),
     prev=ZERO_HASH,
 )

@@ -27,6 +27,14 @@ from proveniq.log.entry import Entry
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_now() -> None:
+    """Signatures are checked against the clock (5 min tolerance): sign with the time the test
+    runs, not the time the module was collected."""
+    global NOW
+    NOW = datetime.now(UTC).replace(microsecond=0)
+
+
 def entry(payload: Mapping[str, object], **kw: object) -> Entry:
     fields: dict[str, object] = {
         "seq": 41,
