@@ -147,7 +147,9 @@ def _live_stack(
 
         return gateway(environ, start)
 
-    server = make_server("127.0.0.1", 0, recording, threaded=True)
+    server = make_server(
+        "127.0.0.1", 0, recording, threaded=True, request_handler=localstack.AccessLog
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     live = LiveStack(f"http://127.0.0.1:{server.server_port}", server, database, pg_server)

@@ -388,3 +388,16 @@ def test_item8_failed_authentications_are_limited_per_client(stack: Any) -> None
     assert limited.status_code == 429 and limited.headers["Retry-After"] == "60"
     # a key this instance already knows keeps working from that client
     assert requests.get(stack.base + "/v1/events", headers=known, timeout=10).status_code == 200
+
+
+def test_item6_an_oversized_header_is_answered_in_the_envelope(stack: Any) -> None:
+    u = urlparse(stack.base)
+    with socket.create_connection((u.hostname, u.port), timeout=10) as s:
+        s.sendall(b"GET /v1/events HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"431", head[:200]
+    doc = json.loads(body)
+    assert doc["success"] is False and doc["error"]["code"] == "PAYLOAD_TOO_LARGE"

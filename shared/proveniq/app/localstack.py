@@ -320,7 +320,27 @@ def seal_tick(apps: dict[str, Callable[..., Any]]) -> int:
 
 
 class AccessLog(WSGIRequestHandler):
-    """Werkzeug's request log as Cloud Logging `httpRequest` entries (no terminal colours)."""
+    """Werkzeug's request log as Cloud Logging `httpRequest` entries (no terminal colours), and
+    the server's own errors (an oversized header: 431, a malformed request line: 400) in the
+    Core manual's envelope instead of http.server's HTML page."""
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        from http import HTTPStatus
+
+        self.close_connection = True
+        phrase = HTTPStatus(code).phrase if code in HTTPStatus._value2member_map_ else "Error"
+        error = {
+            "code": "PAYLOAD_TOO_LARGE" if code in (413, 414, 431) else "VALIDATION_ERROR",
+            "message": f"{phrase}: {message or explain or ''}".rstrip(": "),
+        }
+        body = json.dumps({"success": False, "error": error}).encode()
+        self.send_response(code, message)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+            self.wfile.write(body)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         log.info(
