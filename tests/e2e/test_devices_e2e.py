@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,17 +32,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from proveniq.intake.devices.message import build, check_payload
 from proveniq.intake.devices.registry import decode_key
+from tests.serving import free_port, wait_ready
 
 CLI = [sys.executable, "-m", "proveniq.app.cli"]
 DEVICE = "locker-e2e"
 ASSET = "asset-e2e-0001"
 READINGS = 6
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -73,16 +67,7 @@ def served() -> Iterator[dict[str, Any]]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            try:
-                if requests.get(base + "/ready", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        else:
-            raise AssertionError("local stack did not become ready")
+        wait_ready(base, proc, log_path)
         yield {
             "base": base,
             "state": state,

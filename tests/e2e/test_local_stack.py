@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,13 +19,9 @@ from typing import Any
 import pytest
 import requests
 
+from tests.serving import free_port, wait_ready
+
 CLI = [sys.executable, "-m", "proveniq.app.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["one-process", "two-workers"])
@@ -49,16 +44,7 @@ def local_stack(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (state / "stack.log").read_text()[-3000:]
-            try:
-                if requests.get(base + "/ready", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        else:
-            raise AssertionError("local stack did not become ready")
+        wait_ready(base, proc, state / "stack.log")
         yield {
             "base": base,
             "state": state,

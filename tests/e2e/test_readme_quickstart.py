@@ -7,22 +7,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import requests
+from tests.serving import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def quickstart_block() -> str:
@@ -53,14 +45,7 @@ def test_the_readme_quickstart_runs_as_written() -> None:
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert serve.poll() is None, (work / "stack.log").read_text()[-3000:]
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/ready", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.2)
+        wait_ready(f"http://127.0.0.1:{port}", serve, work / "stack.log")
         script = "set -euo pipefail\n" + quickstart_block().replace("8080", str(port))
         done = subprocess.run(
             ["bash", "-c", script],

@@ -15,7 +15,6 @@ import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ import requests
 from standardwebhooks.webhooks import Webhook
 
 from proveniq.log.entry import Entry
+from tests.serving import free_port, wait_ready
 
 FAST = pytest.mark.stack_env(PROVENIQ_WEBHOOK_RETRY_SCHEDULE="0,1,1,1,1,1")
 WAIT = 30.0
@@ -470,12 +470,6 @@ def test_subscription_api_guards_ssrf_roles_tenants_and_the_secret(
 # ---- a restart between a failed attempt and its retry ------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def serve(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
@@ -486,16 +480,13 @@ def serve(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        try:
-            if requests.get(base + "/ready", timeout=1).ok:
-                return proc, base
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise AssertionError("proveniq serve did not become ready")
+    try:
+        wait_ready(base, proc, log, timeout=60)
+    except AssertionError:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    return proc, base
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

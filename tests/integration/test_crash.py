@@ -10,7 +10,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,15 +25,10 @@ from proveniq.adapters.postgres.ledger import PostgresLedger
 from proveniq.adapters.postgres.pool import Pool, url_connector
 from proveniq.ledger.outbox import Relay
 from tests.integration.ledger_check import check_log
+from tests.serving import free_port, wait_ready
 
 ROUNDS = 20
 BATCH = 25
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -45,15 +39,8 @@ def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
-                return proc
-        except requests.ConnectionError:
-            time.sleep(0.1)
-        assert proc.poll() is None, log.read_text()[-2000:]
-    raise AssertionError("server did not start")
+    wait_ready(f"http://127.0.0.1:{port}", proc, log, timeout=60)
+    return proc
 
 
 @pytest.mark.slow

@@ -31,7 +31,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -49,6 +48,7 @@ from proveniq.intake.devices.message import build
 from proveniq.intake.devices.registry import encode_key
 from proveniq.ports import Message
 from tests.integration.ledger_check import check_log
+from tests.serving import free_port, wait_ready
 
 ROUNDS = 6  # at least; more (up to MAX_ROUNDS) until a kill landed between commit and ack
 MAX_ROUNDS = 12
@@ -91,12 +91,6 @@ main(sys.argv[2:])
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Stack:
     """One `proveniq serve` process (its own session) with the ack-logging launcher."""
 
@@ -112,15 +106,7 @@ class Stack:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (tmp / "server.log").read_text()[-3000:]
-            try:
-                if requests.get(f"{self.base}/ready", timeout=1).ok:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        raise AssertionError("the stack did not start")
+        wait_ready(self.base, self.proc, tmp / "server.log", timeout=60)
 
     @property
     def base(self) -> str:

@@ -19,15 +19,9 @@ from proveniq.access.ratelimit import RateLimiter
 from proveniq.adapters.memory.accounts import MemoryRateBuckets
 from proveniq.app.cli import main
 from proveniq.errors import RateLimited
+from tests.serving import free_port, wait_ready
 
 HUGE = "9" * 4301
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def auth(key: str) -> dict[str, str]:
@@ -210,17 +204,11 @@ def test_item19_sigterm_stops_the_stack_and_its_database(tmp_path: Path) -> None
     proc = subprocess.Popen(
         [sys.executable, "-m", "proveniq.app.cli", "serve", "--port", str(port)],
         env={**env, "FIRESTORE_EMULATOR_HOST": "127.0.0.1:1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=(tmp_path / "serve.log").open("wb"),
+        stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.2)
+        wait_ready(f"http://127.0.0.1:{port}", proc, tmp_path / "serve.log", timeout=60)
         pid_file = tmp_path / "state" / "pg" / "postmaster.pid"
         assert pid_file.exists()
         proc.terminate()

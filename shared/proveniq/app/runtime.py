@@ -203,10 +203,6 @@ class Runtime:
         with self.pool.transaction() as cur:
             cur.execute("SELECT 1")
 
-    def describe(self) -> dict[str, Any]:
-        s = self.settings
-        return {"backend": s.backend, "origin": s.log_origin, "topic": s.pubsub_topic}
-
 
 _traced = False
 

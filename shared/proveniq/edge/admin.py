@@ -9,10 +9,8 @@ from typing import Any
 from proveniq.access.accounts import Accounts
 from proveniq.edge.http import Call, Reply
 from proveniq.edge.params import json_object
+from proveniq.edge.views import NO_STORE
 from proveniq.errors import NotFound, ValidationError
-
-NO_STORE = {"Cache-Control": "no-store"}
-
 
 SECRET_SETTINGS = frozenset({"database_url", "gemini_api_key"})
 

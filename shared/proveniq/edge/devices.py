@@ -7,11 +7,10 @@ from datetime import datetime
 
 from proveniq.edge import params
 from proveniq.edge.http import Call, Reply
+from proveniq.edge.views import NO_STORE
 from proveniq.intake.devices.registry import apply_patch, parse_patch, parse_register
 from proveniq.intake.devices.store import DeviceRegistry
 from proveniq.log.canonical import parse_strict
-
-NO_STORE = {"Cache-Control": "no-store"}
 
 
 class DeviceHandlers:

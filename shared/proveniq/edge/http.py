@@ -96,21 +96,21 @@ def serve(
     observe: Observe | None = None,
 ) -> Response:
     started = time.perf_counter()
-    matched: list[Route] = []
-    response = _serve(request, routes, edge, max_body=max_body, matched=matched)
+    response, template = _serve(request, routes, edge, max_body=max_body)
     if observe is not None:
-        template = matched[0].template if matched else None
         observe(request.method, template, response.status_code, time.perf_counter() - started)
     return response
 
 
 def _serve(
-    request: Request, routes: Sequence[Route], edge: Gate, *, max_body: int, matched: list[Route]
-) -> Response:
+    request: Request, routes: Sequence[Route], edge: Gate, *, max_body: int
+) -> tuple[Response, str | None]:
+    """The response, and the matched route's template (None when no route matched)."""
     extra: dict[str, str] = {}
+    template: str | None = None
     try:
         route, params = _route(routes, request)
-        matched.append(route)
+        template = route.template
         if route.permission is None:
             reply = route.handler(
                 Call(request=request, params=params, body=b"", principal=_ANONYMOUS, tenant=None)
@@ -129,14 +129,14 @@ def _serve(
             reply = route.handler(
                 Call(request=request, params=params, principal=principal, tenant=tenant, body=body)
             )
-        return _respond(reply, extra)
+        return _respond(reply, extra), template
     except ProveniqError as e:
         if e.status >= 500:
             log.error("request failed: %s", e.message, extra={"code": e.code})
-        return error_response(e, extra)
+        return error_response(e, extra), template
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(InternalError("unexpected server error"), extra)
+        return error_response(InternalError("unexpected server error"), extra), template
 
 
 def error_response(e: ProveniqError, extra: Mapping[str, str] | None = None) -> Response:

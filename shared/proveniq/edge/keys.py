@@ -6,9 +6,8 @@ from __future__ import annotations
 from proveniq.access.accounts import ORG_ROLES, Accounts, check_mintable
 from proveniq.edge.http import Call, Reply
 from proveniq.edge.params import json_object
+from proveniq.edge.views import NO_STORE
 from proveniq.errors import NotFound, ValidationError
-
-NO_STORE = {"Cache-Control": "no-store"}
 
 
 class KeyHandlers:

@@ -73,6 +73,20 @@ def wait_seconds(call: Call, name: str, maximum: float) -> float:
     return value
 
 
+def idempotency_key(call: Call, *, max_length: int) -> str | None:
+    """The request's `Idempotency-Key` header (None when absent), 1-`max_length` printable
+    characters."""
+    key = call.header("Idempotency-Key")
+    if key is None:
+        return None
+    if not key or len(key) > max_length or not key.isprintable():
+        raise ValidationError(
+            f"Idempotency-Key must be 1-{max_length} printable characters",
+            field="Idempotency-Key",
+        )
+    return key
+
+
 def json_object(body: bytes, allowed: set[str]) -> dict[str, Any]:
     """A small JSON request object with only the `allowed` keys (strict parsing)."""
     doc = parse_strict(body or b"{}")

@@ -12,13 +12,12 @@ from typing import Any
 
 from proveniq.edge import params
 from proveniq.edge.http import Call, Reply
-from proveniq.edge.views import proof_url
+from proveniq.edge.views import NO_STORE, proof_url
 from proveniq.errors import ValidationError
 from proveniq.followers.risk.results import ClaimRisk
 from proveniq.followers.risk.scoring import RiskScorer
 
 _CLAIM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
-NO_STORE = {"Cache-Control": "no-store"}
 
 
 class RiskHandlers:
@@ -91,14 +90,8 @@ class RiskHandlers:
 def _idempotency_key(call: Call) -> str | None:
     """A client's Idempotency-Key, scoped to the route and claim so it cannot replay another
     request's entry; a retry after a timeout then appends nothing new."""
-    key = call.header("Idempotency-Key")
-    if key is None:
-        return None
-    if not key or len(key) > 200 or not key.isprintable():
-        raise ValidationError(
-            "Idempotency-Key must be 1-200 printable characters", field="Idempotency-Key"
-        )
-    return f"{call.request.path}:{key}"
+    key = params.idempotency_key(call, max_length=200)
+    return None if key is None else f"{call.request.path}:{key}"
 
 
 def score_view(risk: ClaimRisk) -> dict[str, Any]:

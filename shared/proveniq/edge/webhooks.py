@@ -11,12 +11,12 @@ from typing import Any
 
 from proveniq.edge import params
 from proveniq.edge.http import Call, Reply
+from proveniq.edge.views import NO_STORE
 from proveniq.errors import ValidationError
 from proveniq.followers.webhooks.deliveries import MAX_PAGE, DeliveryView, Dispatcher
 from proveniq.followers.webhooks.manage import Subscriptions
 from proveniq.log.timefmt import format_time
 
-NO_STORE = {"Cache-Control": "no-store"}
 _FIELDS = {"url", "events", "description", "enabled"}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from proveniq.edge import views
+from proveniq.edge import params, views
 from proveniq.edge.http import Call, Reply, envelope
 from proveniq.errors import Unavailable, ValidationError
 from proveniq.ledger.proofs import MAX_WAIT_SECONDS, Pending, Proofs
@@ -94,13 +94,9 @@ def _timeout(call: Call) -> float:
 
 
 def _idempotency(call: Call) -> Idempotency | None:
-    key = call.header("Idempotency-Key")
+    key = params.idempotency_key(call, max_length=MAX_IDEMPOTENCY_KEY)
     if key is None:
         return None
-    if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
-        raise ValidationError(
-            "Idempotency-Key must be 1-255 printable characters", field="Idempotency-Key"
-        )
     return Idempotency(
         key=key, request_hash=request_hash(call.request.path.encode() + b"\n" + call.body)
     )
