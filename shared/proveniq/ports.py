@@ -10,7 +10,7 @@ Settings choose, never "if testing".
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -200,6 +200,17 @@ class LedgerView(Protocol):
 
 class LedgerReader(Protocol):
     def snapshot(self) -> AbstractContextManager[LedgerView]: ...
+
+
+class CheckpointWatch(Protocol):
+    """Tells this instance that a checkpoint was published: one listener per process, woken by
+    the seal's commit (PostgreSQL LISTEN/NOTIFY; the memory ledger signals directly), with a
+    slow safety poll. `start` is idempotent; `on_published` gets the latest published
+    checkpoint, from the watch's own thread, at start and after each new one."""
+
+    def start(self, on_published: Callable[[StoredCheckpoint], None]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class IntegrationTx(Protocol):

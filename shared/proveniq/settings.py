@@ -18,7 +18,11 @@ Adapters are chosen here (`backend`), never by "if testing" elsewhere.
     PROVENIQ_FIREBASE_PROJECT Firebase project whose ID tokens are accepted [GOOGLE_CLOUD_PROJECT]
     PROVENIQ_MAX_BODY_BYTES   request body limit                [1048576]
     PROVENIQ_POOL_SIZE        database connections per instance [8]
-    PROVENIQ_SEAL_INTERVAL_MS local stack's batch_merkle timer   [1000]
+    PROVENIQ_SEAL_INTERVAL_MS one batch_merkle run seals again this long after each seal [500]
+    PROVENIQ_SEAL_RUN_SECONDS how long one (scheduled) batch_merkle run keeps sealing; a newer
+                              run of the same instance takes over at once; 0: one seal   [70]
+    PROVENIQ_SEAL_TICK_SECONDS the local stack's stand-in for Cloud Scheduler: one tick to
+                              batch_merkle at start, then every this many seconds (local) [60]
     PORT                      local gateway port                [8080]
     PROVENIQ_TELEMETRY        metrics and traces on (true) or off, for overhead measurements [true]
     PROVENIQ_PUBLIC_BASE_URL  where partners reach the API (proof URLs in webhooks)
@@ -87,7 +91,9 @@ class Settings(BaseSettings):
     firebase_project: str | None = None
     max_body_bytes: PositiveInt = 1024 * 1024
     pool_size: PositiveInt = 8
-    seal_interval_ms: PositiveInt = 1000
+    seal_interval_ms: PositiveInt = 500
+    seal_run_seconds: float = Field(default=70.0, ge=0, le=3600)
+    seal_tick_seconds: PositiveInt = 60
     port: PositiveInt = Field(default=8080, validation_alias=AliasChoices("PORT", "port"))
     public_base_url: str = "http://127.0.0.1:8080"
     telemetry: bool = True

@@ -82,7 +82,7 @@ LOCAL_ONLY = {
     "PROVENIQ_STATE_DIR": "local state folder (embedded PostgreSQL, key file)",
     "PROVENIQ_DATABASE_URL": "direct URL; on GCP the Cloud SQL connector is used",
     "PROVENIQ_SIGNING_KEY_FILE": "local Ed25519 key; on GCP Cloud KMS signs",
-    "PROVENIQ_SEAL_INTERVAL_MS": "local stack's seal timer; on GCP Cloud Scheduler ticks",
+    "PROVENIQ_SEAL_TICK_SECONDS": "local stand-in for Cloud Scheduler's period; on GCP the job",
     "PORT": "set by Cloud Functions itself (reserved)",
     "PROVENIQ_LOCAL_PUBSUB_PORT": "the local stack's Pub/Sub Publisher API; on GCP real Pub/Sub",
     "PROVENIQ_GEMINI_API_KEY": "Gemini Developer API key; on GCP Vertex AI as the function's SA",

@@ -7,7 +7,9 @@ permanently bad message is logged (and, for devices, dead-lettered) and acknowle
 
 from __future__ import annotations
 
+import itertools
 import logging
+import threading
 from typing import Any
 
 from flask import Request, Response
@@ -52,14 +54,35 @@ def _observe(method: str, route: str | None, status: int, seconds: float) -> Non
     metrics().request(method=method, route=route, status=status, seconds=seconds)
 
 
+_runs = itertools.count(1)
+_newest_run = 0
+SEALING_STOPPED = threading.Event()  # set on shutdown: a looping run ends at its next wait
+
+
 def batch_merkle() -> int:
-    """A scheduler tick: sweep the outbox, integrate and publish until caught up."""
+    """A scheduler tick: sweep the outbox, integrate and publish until caught up, then keep
+    sealing every `seal_interval_ms` for `seal_run_seconds` (continuous sealing from a
+    once-a-minute scheduler), until a newer run of this process takes over or shutdown."""
+    global _newest_run
     rt = runtime()
+    s = rt.settings
+    run = _newest_run = next(_runs)
+
+    def wait(seconds: float) -> bool:
+        return not SEALING_STOPPED.wait(seconds) and _newest_run == run
+
+    def after_round(integrated: int) -> None:
+        metrics().seal_tick(lag_seconds=0.0)  # caught up (a failure raises before this)
+
     with tracing.consumer_span("batch_merkle tick", {}):
-        integrated = rt.integrator.run_until_current(rt.relay)
-        m = metrics()
-        m.seal_tick(lag_seconds=0.0)  # caught up (a failure raises before this)
-        m.set_outbox_backlog(rt.ledger.backlog())
+        integrated = rt.integrator.run_continuously(
+            rt.relay,
+            interval=s.seal_interval_ms / 1000,
+            seconds=s.seal_run_seconds,
+            wait=wait,
+            after_round=after_round,
+        )
+        metrics().set_outbox_backlog(rt.ledger.backlog())
     return integrated
 
 

@@ -154,13 +154,26 @@ def start_background(
                 log.exception("outbox sweep failed")
 
     def seal() -> None:
-        # Stands in for Cloud Scheduler -> Pub/Sub -> batch_merkle.
-        interval = runtime().settings.seal_interval_ms / 1000
-        while not stop.wait(interval):
-            try:
-                seal_tick(apps)
-            except Exception:
-                log.exception("seal tick failed")
+        # Stands in for Cloud Scheduler -> Pub/Sub -> batch_merkle, with production's wiring:
+        # one tick per period (at start, then every `seal_tick_seconds`), each delivered on
+        # its own thread as Pub/Sub pushes it, and the run itself keeps sealing every
+        # `seal_interval_ms` until the next tick's run takes over (`entrypoints.batch_merkle`).
+        period = runtime().settings.seal_tick_seconds
+        runs: list[threading.Thread] = []
+        while True:
+            runs = [t for t in runs if t.is_alive()]
+            runs.append(threading.Thread(target=tick, name="batch-merkle-run", daemon=True))
+            runs[-1].start()
+            if stop.wait(period):
+                break
+        for t in runs:  # each ends at its next wait (SEALING_STOPPED)
+            t.join(timeout=10)
+
+    def tick() -> None:
+        try:
+            seal_tick(apps)
+        except Exception:
+            log.exception("seal tick failed")
 
     def webhooks() -> None:
         # Stands in for Cloud Tasks: due attempts are POSTed to webhook_dispatch.
@@ -184,6 +197,9 @@ def start_background(
             except Exception:
                 log.exception("webhook worker failed")
 
+    from proveniq.app.entrypoints import SEALING_STOPPED
+
+    SEALING_STOPPED.clear()
     threads = [
         threading.Thread(target=sweep, name="outbox-sweep", daemon=True),
         threading.Thread(target=seal, name="seal-timer", daemon=True),
@@ -193,6 +209,14 @@ def start_background(
     for t in threads:
         t.start()
     return threads
+
+
+def stop_sealing(stop: threading.Event) -> None:
+    """Stop the background threads and end a looping batch_merkle run at its next wait."""
+    from proveniq.app.entrypoints import SEALING_STOPPED
+
+    SEALING_STOPPED.set()
+    stop.set()
 
 
 def connect_followers(apps: dict[str, Callable[..., Any]]) -> None:
@@ -399,7 +423,7 @@ def _serve(settings: Settings, *, host: str, echo: Callable[[str], None]) -> Non
     except KeyboardInterrupt:
         echo("stopping...")
     finally:
-        stop.set()
+        stop_sealing(stop)
         server.server_close()
         pubsub.stop()
         for t in threads:
@@ -491,7 +515,7 @@ def _background_main(stop: Any) -> None:
     pubsub = start_pubsub_server(Settings.from_env(), lambda _: None)
     stop.wait()
     pubsub.stop()
-    local_stop.set()
+    stop_sealing(local_stop)
     for t in threads:
         t.join(timeout=5)
     release_runtime()

@@ -22,6 +22,7 @@ from proveniq.adapters.postgres import pool as pg
 from proveniq.adapters.postgres.accounts import PostgresAccounts
 from proveniq.adapters.postgres.ledger import PostgresLedger
 from proveniq.adapters.postgres.ratebuckets import PostgresRateBuckets
+from proveniq.adapters.postgres.watch import PostgresCheckpointWatch
 from proveniq.app import tracing
 from proveniq.app.metrics import metrics
 from proveniq.edge.admin import AdminHandlers
@@ -49,6 +50,7 @@ from proveniq.ports import Bus, IdentityVerifier, NoTelemetry, Telemetry
 from proveniq.settings import Settings
 
 log = logging.getLogger("proveniq.runtime")
+WATCH_POLL_SECONDS = 1.0  # the checkpoint watch's safety poll (a lost notification)
 
 
 @dataclass(eq=False)
@@ -77,7 +79,8 @@ class Runtime:
         signers: list[Signer] | None = None,
         identity: IdentityVerifier | None = None,
     ) -> Runtime:
-        pool = pg.Pool(_connector(settings), size=settings.pool_size)
+        connect = _connector(settings)
+        pool = pg.Pool(connect, size=settings.pool_size)
         ledger = PostgresLedger(pool)
         accounts = Accounts(PostgresAccounts(pool))
         the_bus = bus or _bus(settings)
@@ -92,7 +95,13 @@ class Runtime:
         publisher = CheckpointPublisher(
             origin=settings.log_origin, signers=signers or _signers(settings)
         )
-        proofs = Proofs(reader=ledger, publisher=publisher, telemetry=telemetry)
+        proofs = Proofs(
+            reader=ledger,
+            publisher=publisher,
+            telemetry=telemetry,
+            # one LISTEN connection per process, opened on the first `?wait=`
+            watch=PostgresCheckpointWatch(connect, poll_seconds=WATCH_POLL_SECONDS),
+        )
         queries = Queries(reader=ledger)
         return cls(
             settings=settings,
@@ -271,6 +280,8 @@ def release_runtime() -> None:
     close = getattr(rt.bus, "close", None)
     if close is not None:
         close()
+    if rt.proofs.awaiter.watch is not None:
+        rt.proofs.awaiter.watch.close()
     rt.pool.dispose()
 
 

@@ -42,14 +42,10 @@ class ProofHandlers:
     # ---- bundles ------------------------------------------------------------------------
 
     def event_proof(self, call: Call) -> Reply:
-        ev = self.queries.event(call.tenant, call.params["event_id"])
         pinned = params.opt_int(call, "tree_size")
-        result = (
-            self.proofs.bundle(ev, tree_size=pinned)
-            if pinned is not None
-            else self.proofs.wait_for_bundle(
-                ev, params.wait_seconds(call, "wait", MAX_WAIT_SECONDS)
-            )
+        wait = 0.0 if pinned is not None else params.wait_seconds(call, "wait", MAX_WAIT_SECONDS)
+        result = self.proofs.event_bundle(
+            call.tenant, call.params["event_id"], tree_size=pinned, wait=wait
         )
         return views.bundle_reply(result, pinned=pinned is not None)
 

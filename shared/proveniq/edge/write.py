@@ -44,8 +44,9 @@ class WriteHandlers:
         The event is already committed: a failure while waiting still answers 201, pending."""
         data = views.acknowledgement(entry)
         try:
-            ev = self.queries.event(call.tenant, entry.id)
-            result: Bundle | Pending = self.proofs.wait_for_bundle(ev, timeout)
+            result: Bundle | Pending = self.proofs.wait_for_entry(
+                call.tenant, entry.id, entry.seq, timeout
+            )
         except Unavailable:
             result = Pending(seq=entry.seq, size=0)
         sealed = not isinstance(result, Pending)

@@ -11,7 +11,8 @@ the signed note in the same transaction.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -102,6 +103,37 @@ class Integrator:
             total += published.size - published.old_size
             if published.size - published.old_size < MAX_LEAVES_PER_RUN:
                 return total
+
+    def run_continuously(
+        self,
+        relay: Relay | None,
+        *,
+        interval: float,
+        seconds: float,
+        wait: Callable[[float], bool],
+        after_round: Callable[[int], None] | None = None,
+    ) -> int:
+        """One scheduled batch_merkle run that keeps sealing: `run_until_current`, then again
+        every `interval` seconds (a fixed delay after each round) for `seconds`, so sealing is
+        continuous although the scheduler fires at most once a minute. `wait(t)` sleeps up to
+        `t` and returns False to end the run early (shutdown, or a newer run took over).
+        The first round's transient failure raises (the platform may redeliver); later ones
+        are logged and retried at the next round. `seconds` 0: one round, as a one-shot tick.
+        """
+        until = time.monotonic() + seconds
+        total = self.run_until_current(relay)
+        if after_round is not None:
+            after_round(total)
+        while time.monotonic() + interval < until and wait(interval):
+            try:
+                n = self.run_until_current()
+            except Unavailable as e:
+                log.warning("seal round deferred: %s", e.message)
+                continue
+            total += n
+            if after_round is not None:
+                after_round(n)
+        return total
 
 
 def _check_consistent(

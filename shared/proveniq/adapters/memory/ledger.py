@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,13 +41,15 @@ class _State:
 
 
 class MemoryLedger:
-    """SequencingStore, LedgerReader, IntegrationStore, Outbox and AuditSource in memory."""
+    """SequencingStore, LedgerReader, IntegrationStore, Outbox, AuditSource and CheckpointWatch
+    in memory (an integration commit signals the watchers directly)."""
 
     def __init__(self) -> None:
         self._state = _State()
         self._data = threading.RLock()  # guards _state
         self._write_lock = threading.Lock()  # the ledger's write lock
         self._integration_lock = threading.Lock()
+        self._watchers: list[Callable[[StoredCheckpoint], None]] = []
 
     # ---- sequencing ------------------------------------------------------------------------
 
@@ -81,6 +83,29 @@ class MemoryLedger:
             tx.commit()
         finally:
             tx.release()
+
+    # ---- checkpoint watch ------------------------------------------------------------------
+
+    def start(self, on_published: Callable[[StoredCheckpoint], None]) -> None:
+        with self._data:
+            if on_published in self._watchers:
+                return
+            self._watchers.append(on_published)
+            latest = _View(self._state).latest_checkpoint()
+        if latest is not None:
+            on_published(latest)
+
+    def close(self) -> None:
+        with self._data:
+            self._watchers.clear()
+
+    def _published(self) -> None:
+        with self._data:
+            latest = _View(self._state).latest_checkpoint()
+            watchers = list(self._watchers)
+        if latest is not None:
+            for w in watchers:
+                w(latest)
 
     # ---- outbox ----------------------------------------------------------------------------
 
@@ -295,6 +320,8 @@ class _IntegrationTx:
             s.nodes.update(self._nodes)
             for cp in self._checkpoints:
                 s.checkpoints[cp.size] = cp
+        if self._checkpoints:
+            self._ledger._published()
 
     def release(self) -> None:
         if self._locked:

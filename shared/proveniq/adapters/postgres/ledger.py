@@ -3,7 +3,13 @@ nodes and checkpoints. Every SQL statement over them lives here.
 
 Sequencing takes `pg_advisory_xact_lock` and reads the tail in one function call
 (`ledger_lock_tail`: two statements, so the tail is read after the lock is granted - see
-FIELD-NOTES); integration takes its own advisory lock. Reads run in one transaction per view.
+FIELD-NOTES); integration takes its own advisory lock and announces each checkpoint with
+`NOTIFY proveniq_checkpoint` (delivered at commit; `adapters.postgres.watch` listens).
+
+Reads (`snapshot`) run without BEGIN/COMMIT (autocommit: under READ COMMITTED every statement
+already had its own snapshot), their hot statements as named prepared statements, parsed once
+per connection: one round trip per statement instead of pg8000's three (parse, describe,
+bind+execute) plus two for BEGIN and COMMIT.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from proveniq.ports import (
 
 LEDGER_LOCK_KEY = 0x50524F56454E4951  # "PROVENIQ"
 INTEGRATION_LOCK_KEY = 0x5345414C50525651  # "SEALPRVQ"
+CHECKPOINT_CHANNEL = "proveniq_checkpoint"
 COPY_THRESHOLD = 32  # batches at least this large are written with COPY
 EVENT_COLUMNS = (
     "seq, id, tenant, type, subject, payload_hash, payload, occurred_at, recorded_at, prev, "
@@ -65,8 +72,13 @@ class PostgresLedger:
 
     @contextmanager
     def snapshot(self) -> Iterator[CursorView]:
-        with self.pool.transaction() as cur:
-            yield CursorView(cur)
+        with self.pool.connection() as conn:
+            raw = conn.driver_connection
+            raw.autocommit = True
+            try:
+                yield CursorView(raw.cursor(), prepared=raw)
+            finally:
+                raw.autocommit = False
 
     # ---- integration -----------------------------------------------------------------------
 
@@ -172,26 +184,58 @@ class _SequencingTx:
 
 class _Nodes:
     cur: Any
+    prepared: Any = None  # a pg8000 connection in autocommit: run statements prepared on it
+
+    def _rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """`sql` with %s placeholders; as a named prepared statement when `prepared` is set."""
+        if self.prepared is None:
+            self.cur.execute(sql, params)
+            return list(self.cur.fetchall())
+        return run_prepared(self.prepared, sql, params)
 
     def nodes(self, ids: Sequence[NodeId]) -> dict[NodeId, bytes]:
         if not ids:
             return {}
-        self.cur.execute(
+        rows = self._rows(
             "SELECT n.level, n.idx, n.hash FROM tree_nodes n "
             "JOIN unnest(%s::int[], %s::bigint[]) AS want(level, idx) "
             "ON n.level = want.level AND n.idx = want.idx",
             ([i[0] for i in ids], [i[1] for i in ids]),
         )
-        return {(lv, ix): bytes(h) for lv, ix, h in self.cur.fetchall()}
+        return {(lv, ix): bytes(h) for lv, ix, h in rows}
 
     def latest_checkpoint(self) -> StoredCheckpoint | None:
-        self.cur.execute("SELECT size, root, note FROM checkpoints ORDER BY size DESC LIMIT 1")
-        return _checkpoint(self.cur.fetchone())
+        rows = self._rows(LATEST_CHECKPOINT_SQL, ())
+        return _checkpoint(rows[0] if rows else None)
+
+
+LATEST_CHECKPOINT_SQL = "SELECT size, root, note FROM checkpoints ORDER BY size DESC LIMIT 1"
+
+
+def run_prepared(conn: Any, sql: str, params: Sequence[Any]) -> list[Any]:
+    """Run `sql` (%s placeholders) as a named prepared statement of the pg8000 connection
+    `conn`, parsed on its first use on that connection: one round trip (bind, execute, sync).
+    The connection must be in autocommit mode (no BEGIN is sent)."""
+    from pg8000.converters import make_params
+
+    cache: dict[str, Any] = conn.__dict__.setdefault("_proveniq_prepared", {})
+    statement = cache.get(sql)
+    if statement is None:
+        numbered = sql
+        for i in range(sql.count("%s")):
+            numbered = numbered.replace("%s", f"${i + 1}", 1)
+        statement = cache[sql] = (numbered, *conn.prepare_statement(numbered, ()))
+    text, name, columns, input_funcs = statement
+    context = conn.execute_named(
+        name, make_params(conn.py_types, params), columns, input_funcs, text
+    )
+    return list(context.rows or ())
 
 
 class CursorView(_Nodes):
-    def __init__(self, cur: Any) -> None:
+    def __init__(self, cur: Any, *, prepared: Any = None) -> None:
         self.cur = cur
+        self.prepared = prepared
 
     def event(self, tenant: str | None, event_id: str) -> StoredEvent | None:
         return self._one("id", event_id, tenant)
@@ -205,9 +249,8 @@ class CursorView(_Nodes):
         if tenant is not None:
             sql += " AND tenant = %s"
             params.append(tenant)
-        self.cur.execute(sql, params)
-        row = self.cur.fetchone()
-        return None if row is None else stored_event(row)
+        rows = self._rows(sql, params)
+        return stored_event(rows[0]) if rows else None
 
     def events(self, f: EventFilter) -> list[StoredEvent]:
         where, params = ["true"], []
@@ -231,8 +274,8 @@ class CursorView(_Nodes):
         return [stored_event(r) for r in self.cur.fetchall()]
 
     def checkpoint(self, size: int) -> StoredCheckpoint | None:
-        self.cur.execute("SELECT size, root, note FROM checkpoints WHERE size = %s", (size,))
-        return _checkpoint(self.cur.fetchone())
+        rows = self._rows("SELECT size, root, note FROM checkpoints WHERE size = %s", (size,))
+        return _checkpoint(rows[0] if rows else None)
 
     def checkpoints_page(self, *, before: int | None, limit: int) -> list[StoredCheckpoint]:
         self.cur.execute(
@@ -275,9 +318,12 @@ class _IntegrationTx(_Nodes):
         return [r[0] for r in self.cur.fetchall()]
 
     def save_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
+        # The notification is delivered at commit, with the checkpoint; the size is a hint only
+        # (a listener reads the latest checkpoint itself).
         self.cur.execute(
-            "INSERT INTO checkpoints (size, root, note) VALUES (%s, %s, %s)",
-            (checkpoint.size, checkpoint.root, checkpoint.note),
+            "WITH c AS (INSERT INTO checkpoints (size, root, note) VALUES (%s, %s, %s) "
+            "RETURNING size) SELECT pg_notify(%s, size::text) FROM c",
+            (checkpoint.size, checkpoint.root, checkpoint.note, CHECKPOINT_CHANNEL),
         )
 
 
