@@ -206,9 +206,10 @@ class Proofs:
     # ---- caches -------------------------------------------------------------------------
 
     def _announced(self, cp: StoredCheckpoint) -> None:
+        """A checkpoint just read as the latest, or announced by the watch."""
         with self._lock:
             self._checkpoints[cp.size] = cp
-            if self._latest is None or cp.size > self._latest.size:
+            if self._latest is None or cp.size >= self._latest.size:
                 self._latest, self._latest_until = cp, time.monotonic() + LATEST_TTL_SECONDS
 
     def _latest_covering(self, view: LedgerView, seq: int) -> StoredCheckpoint | None:
