@@ -1,7 +1,7 @@
 """Read-path benchmark: bulk load, integration, proofs over HTTP and time-to-integrate at scale.
 
     python bench/prove.py [--sizes 1000000,10000000] [--quick] [--clients C] [--writers W]
-                          [--intervals 1000,200]
+                          [--intervals 500,250] [--tick-seconds 60] [--proof-waiters 2]
 
 Starts its own embedded PostgreSQL in a temporary folder under /tmp, migrates a template
 database, serves the local stack's gateway over real HTTP on 127.0.0.1 (werkzeug, threaded),
@@ -19,12 +19,14 @@ and for each size N (a fresh database each) prints:
    client process with one persistent `http.client` connection per thread (8 threads by default,
    at most 5,000 requests or 30 s); requests/s and p50/p99 latency; a few bundles are verified
    (leaf, inclusion path, checkpoint signature) with the publisher's primary public key.
-3. time-to-integrate under sustained `POST /v1/events` load (4 closed-loop writers, ~20 s):
-   a seal timer thread in the server process behaves like the local stack's (`stop.wait(interval)`
-   then the real batch_merkle body, `entrypoints.batch_merkle()`, i.e. a fixed delay after each
-   tick) for PROVENIQ_SEAL_INTERVAL_MS of 1000 and 200 ms. Each write's acknowledgement time
-   (client wall clock) is matched with the commit time of the first checkpoint whose size
-   exceeds its seq (recorded by the timer thread as soon as `batch_merkle()` returns).
+3. time-to-integrate under sustained `POST /v1/events` load (4 closed-loop writers, ~20 s) with
+   the production wiring: a scheduler thread fires the real batch_merkle body
+   (`entrypoints.batch_merkle()`) once per `--tick-seconds` (Cloud Scheduler's minute), each
+   tick on its own thread, and that run keeps sealing every PROVENIQ_SEAL_INTERVAL_MS (500 and
+   250 ms) until the next tick's run takes over. Each write's acknowledgement time (client wall
+   clock) is matched with the commit time of the first checkpoint whose size exceeds its seq
+   (reported by the integrator right after its commit). Two more writers in this process use
+   `?wait=proof`: the delay from that commit to their answer is the awaiter's.
 
 CPU use is shown as cores (CPU seconds / wall seconds) for the driver or server process, the
 HTTP client process and PostgreSQL. Progress and estimated remaining time go to stderr. The
@@ -316,48 +318,109 @@ def prove(run: Run, db: str, n: int, tenant: h.Tenant) -> Proved:
 # ---- 3. time-to-integrate ------------------------------------------------------------------
 
 
-class SealTimer(threading.Thread):
-    """The local stack's seal timer: wait `interval`, then run the real batch_merkle body
-    (`entrypoints.batch_merkle()`: outbox sweep, then integrate and publish until caught up);
-    repeat.
+class Recorder:
+    """Wraps the integrator's telemetry: `checkpoint_published` is reported right after the
+    integration transaction commits; keep (wall clock, size) of each."""
 
-    After a tick that integrated something, records (wall clock when `batch_merkle()` returned,
-    i.e. just after its last commit; the latest checkpoint's size). Only this thread integrates,
-    so that size is the one the tick committed.
-    """
-
-    def __init__(self, interval: float, rt: Any) -> None:
-        super().__init__(name="seal-timer", daemon=True)
-        self.ledger = rt.ledger
-        self.interval = interval
-        self.stop_event = threading.Event()
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
         self.commits: list[tuple[float, int]] = []
-        self.ticks: list[float] = []  # seconds per tick that integrated something
-        self.empty_ticks = 0
+        self.lock = threading.Lock()
+
+    def checkpoint_published(self, *, size: int, integrate_seconds: Sequence[float]) -> None:
+        with self.lock:
+            self.commits.append((time.time(), size))
+        self.inner.checkpoint_published(size=size, integrate_seconds=integrate_seconds)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def covered(self) -> int:
+        with self.lock:
+            return self.commits[-1][1] if self.commits else 0
+
+
+class Scheduler(threading.Thread):
+    """Cloud Scheduler as deployed: one tick every `period` seconds (the first at once), each
+    delivered on its own thread to the real batch_merkle body (`entrypoints.batch_merkle()`),
+    which keeps sealing every PROVENIQ_SEAL_INTERVAL_MS until the next tick's run takes over
+    (or PROVENIQ_SEAL_RUN_SECONDS). The same wiring as the local stack's seal timer."""
+
+    def __init__(self, period: float) -> None:
+        super().__init__(name="scheduler", daemon=True)
+        self.period = period
+        self.stop_event = threading.Event()
+        self.runs: list[threading.Thread] = []
         self.errors: list[BaseException] = []
 
     def run(self) -> None:
+        from proveniq.app.entrypoints import SEALING_STOPPED
+
+        SEALING_STOPPED.clear()
+        while True:
+            t = threading.Thread(target=self._tick, name="batch-merkle-run", daemon=True)
+            self.runs.append(t)
+            t.start()
+            if self.stop_event.wait(self.period):
+                return
+
+    def _tick(self) -> None:
         from proveniq.app.entrypoints import batch_merkle
 
-        while not self.stop_event.wait(self.interval):
-            t = time.perf_counter()
-            try:
-                integrated = batch_merkle()
-                done = time.time()
-                if integrated:
-                    with self.ledger.snapshot() as view:
-                        self.commits.append((done, view.latest_checkpoint().size))
-            except Exception as e:
-                self.errors.append(e)
-                log(f"    seal tick failed: {e!r}")
-                continue
-            if integrated:
-                self.ticks.append(time.perf_counter() - t)
-            else:
-                self.empty_ticks += 1
+        try:
+            batch_merkle()
+        except Exception as e:
+            self.errors.append(e)
+            log(f"    batch_merkle run failed: {e!r}")
 
-    def covered(self) -> int:
-        return self.commits[-1][1] if self.commits else 0
+    def stop(self) -> None:
+        from proveniq.app.entrypoints import SEALING_STOPPED
+
+        self.stop_event.set()
+        SEALING_STOPPED.set()
+        self.join(timeout=10)
+        for t in self.runs:
+            t.join(timeout=30)
+
+
+class ProofWaiters:
+    """`POST /v1/events?wait=proof` in a loop from a few threads of this process: when each
+    answer arrived (wall clock), its seq and proof_status."""
+
+    def __init__(self, port: int, key: str, threads: int) -> None:
+        self.port, self.key = port, key
+        self.stop_event = threading.Event()
+        self.answers: list[tuple[float, int, str]] = []
+        self.threads = [
+            threading.Thread(target=self._loop, args=(k,), daemon=True) for k in range(threads)
+        ]
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def _loop(self, k: int) -> None:
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"}
+        i = 0
+        while not self.stop_event.is_set():
+            i += 1
+            body = json.dumps(h.claim(f"clm-p{k}-{i}", i)).encode()
+            conn.request("POST", "/v1/events?wait=proof&timeout=10", body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            t = time.time()
+            if resp.status == 201:
+                d = json.loads(data)["data"]
+                self.answers.append((t, d["seq"], d["proof_status"]))
+        conn.close()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for t in self.threads:
+            t.join(timeout=30)
 
 
 @dataclass
@@ -369,9 +432,10 @@ class TtiResult:
     tti: list[float]
     early: int  # covered before the client saw the ack (counted as 0)
     uncovered: int
-    ticks: list[float]
-    empty_ticks: int
+    seals: int
     leaves_per_seal: float
+    answer_delays: list[float]  # ?wait=proof: answer - commit of the covering checkpoint
+    proof_pending: int
     cores: str
 
     @property
@@ -379,9 +443,22 @@ class TtiResult:
         return self.events / self.seconds
 
 
+def _first_covering(commits: list[tuple[float, int]], seq: int) -> float | None:
+    sizes = [size for _, size in commits]
+    k = bisect.bisect_right(sizes, seq)  # first checkpoint with size > seq
+    return None if k == len(sizes) else commits[k][0]
+
+
 def time_to_integrate(run: Run, tenant: h.Tenant, interval_ms: int) -> TtiResult:
     pg, stack, args = run.pg, run.stack, run.args
-    timer = SealTimer(interval_ms / 1000, stack.runtime)
+    rt = stack.runtime
+    rt.settings = rt.settings.model_copy(
+        update={"seal_interval_ms": interval_ms, "seal_run_seconds": args.run_seconds}
+    )
+    recorder = Recorder(rt.integrator.telemetry)
+    rt.integrator.telemetry = recorder
+    scheduler = Scheduler(args.tick_seconds)
+    waiters = ProofWaiters(stack.port, tenant.key, args.proof_waiters)
     load = h.Load(
         port=stack.port,
         key=tenant.key,
@@ -391,32 +468,45 @@ def time_to_integrate(run: Run, tenant: h.Tenant, interval_ms: int) -> TtiResult
         seconds=args.tti_seconds,
         ack=h.seq_of,
     )
+
+    def go() -> None:
+        scheduler.start()
+        waiters.start()
+
     try:
         meter = h.Meter(pg.postmaster, server=stack.server_cpu)
-        result, u = run.clients.run(load, meter, on_go=timer.start)
+        result, u = run.clients.run(load, meter, on_go=go)
+        waiters.stop_event.set()
         acks: list[tuple[float, int]] = result.acks
         top = max(seq for _, seq in acks)
         deadline = time.monotonic() + 30
-        while timer.covered() <= top and time.monotonic() < deadline and timer.is_alive():
+        while recorder.covered() <= top and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
-        timer.stop_event.set()
-        if timer.is_alive():
-            timer.join(timeout=60)
-    if timer.errors:
-        raise RuntimeError(f"seal timer failed: {timer.errors[0]!r}") from timer.errors[0]
-    sizes = [size for _, size in timer.commits]
+        waiters.stop()
+        scheduler.stop()
+        rt.integrator.telemetry = recorder.inner
+    if scheduler.errors:
+        raise RuntimeError(f"batch_merkle failed: {scheduler.errors[0]!r}") from scheduler.errors[0]
+    commits = sorted(recorder.commits, key=lambda c: c[1])
     tti, early, uncovered = [], 0, 0
     for t_ack, seq in acks:
-        k = bisect.bisect_right(sizes, seq)  # first checkpoint with size > seq
-        if k == len(sizes):
+        t_commit = _first_covering(commits, seq)
+        if t_commit is None:
             uncovered += 1
             continue
-        d = timer.commits[k][0] - t_ack
+        d = t_commit - t_ack
         if d < 0:
             early += 1
         tti.append(max(0.0, d))
-    seals = len(timer.commits)
+    delays, pending = [], 0
+    for t_answer, seq, status in waiters.answers:
+        t_commit = _first_covering(commits, seq)
+        if status != "sealed" or t_commit is None:
+            pending += 1
+            continue
+        delays.append(t_answer - t_commit)
+    seals = len(commits)
     return TtiResult(
         interval_ms=interval_ms,
         events=len(acks),
@@ -425,9 +515,10 @@ def time_to_integrate(run: Run, tenant: h.Tenant, interval_ms: int) -> TtiResult
         tti=tti,
         early=early,
         uncovered=uncovered,
-        ticks=timer.ticks,
-        empty_ticks=timer.empty_ticks,
-        leaves_per_seal=(len(acks) / seals) if seals else 0.0,
+        seals=seals,
+        leaves_per_seal=(len(acks) + len(waiters.answers)) / seals if seals else 0.0,
+        answer_delays=delays,
+        proof_pending=pending,
         cores=u.summary(result),
     )
 
@@ -511,13 +602,16 @@ def run_size(run: Run, n: int, est: Estimates) -> None:
         )
 
         out.add(
-            f"3. time-to-integrate ({args.writers} writers, single-event POST /v1/events, "
-            f"{args.tti_seconds:.0f} s each; ack -> first checkpoint with size > seq committed):"
+            f"3. time-to-integrate as deployed ({args.writers} writers, single-event POST "
+            f"/v1/events, {args.tti_seconds:.0f} s each; a scheduler tick every "
+            f"{args.tick_seconds:g} s to batch_merkle, which keeps sealing; ack -> commit of the "
+            f"first checkpoint with size > seq; plus {args.proof_waiters} `?wait=proof` writers: "
+            "answer - that commit):"
         )
         for interval in args.intervals:
             log(f"3. time-to-integrate, seal interval {interval} ms, {args.tti_seconds:.0f} s")
             r = time_to_integrate(run, tenant, interval)
-            tick = f"{pct(r.ticks, 0.5) * 1e3:.0f}/{max(r.ticks) * 1e3:.0f}" if r.ticks else "-"
+            d = r.answer_delays
             out.add(
                 f"   interval {interval:>4} ms: {r.events:>6,} events, {r.rate:>5,.0f} events/s "
                 f"(ack p50 {pct(r.ack_latencies, 0.5) * 1e3:.1f} ms); TTI p50 "
@@ -525,8 +619,10 @@ def run_size(run: Run, n: int, est: Estimates) -> None:
                 f"{max(r.tti, default=float('nan')) * 1e3:,.0f} ms"
             )
             out.add(
-                f"        {len(r.ticks)} integrating ticks ({r.empty_ticks} empty), "
-                f"{r.leaves_per_seal:,.0f} events/checkpoint, tick p50/max {tick} ms; "
+                f"        {r.seals} checkpoints, {r.leaves_per_seal:,.0f} events/checkpoint; "
+                f"?wait=proof answer after the commit: {len(d)} answers, p50 "
+                f"{pct(d, 0.5) * 1e3:.1f} ms, p99 {pct(d, 0.99) * 1e3:.1f} ms, max "
+                f"{max(d, default=float('nan')) * 1e3:.1f} ms, {r.proof_pending} pending; "
                 f"{r.early} covered before the ack arrived (counted 0), {r.uncovered} uncovered"
                 f"   ({r.cores})"
             )
@@ -553,7 +649,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20,000 entries, short runs (~1 min)")
     parser.add_argument("--clients", type=int, default=8, help="proof clients [8]")
     parser.add_argument("--writers", type=int, default=4, help="writers in step 3 [4]")
-    parser.add_argument("--intervals", default="1000,200", help="seal intervals, ms [1000,200]")
+    parser.add_argument(
+        "--intervals", default="500,250", help="PROVENIQ_SEAL_INTERVAL_MS values [500,250]"
+    )
+    parser.add_argument(
+        "--tick-seconds", type=float, default=60, help="scheduler period, s (Cloud Scheduler: 60)"
+    )
+    parser.add_argument("--proof-waiters", type=int, default=2, help="?wait=proof writers [2]")
     args = parser.parse_args()
     sizes_text = args.sizes or ("20000" if args.quick else "1000000,10000000")
     try:
@@ -568,6 +670,7 @@ def main() -> None:
     args.proof_requests = 1_000 if args.quick else 5_000
     args.proof_seconds = 10.0 if args.quick else 30.0
     args.tti_seconds = 8.0 if args.quick else 20.0
+    args.run_seconds = 70.0  # PROVENIQ_SEAL_RUN_SECONDS as deployed
 
     est = Estimates(fixed=args.proof_seconds / 2 + (args.tti_seconds + 3) * len(args.intervals))
     with h.embedded_postgres() as pg:
