@@ -40,7 +40,7 @@ def append(seq: Sequencer, subject: str) -> str:
 
 
 def test_a_waiter_is_woken_by_the_seal_and_gets_a_verifying_bundle() -> None:
-    ledger, seq, integrator, proofs = parts()
+    _, seq, integrator, proofs = parts()
     eid = append(seq, "clm-1")
     out: list[Bundle | Pending] = []
     t = threading.Thread(target=lambda: out.append(proofs.event_bundle("t1", eid, wait=10)))
@@ -58,7 +58,7 @@ def test_a_waiter_is_woken_by_the_seal_and_gets_a_verifying_bundle() -> None:
 
 
 def test_waiters_beyond_the_cap_answer_pending_at_once() -> None:
-    ledger, seq, integrator, proofs = parts(max_waiters=1)
+    _, seq, integrator, proofs = parts(max_waiters=1)
     first, second = append(seq, "clm-1"), append(seq, "clm-2")
     waiting = threading.Thread(target=proofs.event_bundle, args=("t1", first), kwargs={"wait": 5})
     waiting.start()
