@@ -435,6 +435,7 @@ class ServeProcess:
             self.pg.folder / f"serve-{db}",
             pool_size=str(self.pool_size),
             seal_interval_ms="3600000",
+            seal_tick_seconds="3600",  # one (empty) seal at start, then none during a run
         )
         tenant = new_tenant(install(env), db)
         release_runtime()
