@@ -43,10 +43,10 @@ from proveniq.ports import (
 MAX_WAIT_SECONDS = 30
 MAX_WAITERS = 256  # requests of one instance waiting for a checkpoint at once
 LATEST_TTL_SECONDS = 1.0  # the latest checkpoint's cache life (its Cache-Control is max-age=1)
-# Memory bound of the caches, per instance (CPython 3.11, measured with tracemalloc):
-CACHE_CHECKPOINTS = 1024  # ~1.3 KiB each (a note with two signatures): ~1.3 MiB
-CACHE_NODES = 65_536  # ~190 B each (key tuple, 32-byte hash, LRU links): ~12 MiB
-CACHE_PATHS = 4096  # ~1.6 KiB each at 10 M entries (24 hashes): ~6.5 MiB
+# Memory bound of the caches, per instance (CPython 3.11, tracemalloc, cachetools LRUCache):
+CACHE_CHECKPOINTS = 1024  # ~1.0 KiB each (a note with two signatures): ~1 MiB
+CACHE_NODES = 65_536  # ~280 B each (key tuple, 32-byte hash, LRU links): ~18 MiB
+CACHE_PATHS = 4096  # ~2.0 KiB each at 10 M entries (24 hashes): ~8 MiB
 
 
 @dataclass(frozen=True)
