@@ -220,6 +220,13 @@ def test_writes_on_primary_proofs_on_replica_no_wrong_answer_while_it_lags(
         headers={"Authorization": f"Bearer {stack.keys['acme:MEMBER']}"},
     ).json()["data"]["results"]
     assert [x["status"] for x in batch] == ["ok", "ok"]
+    # nodes the replica lacks (a checkpoint known from elsewhere, e.g. a cache): the primary's
+    last = verified_bundle(get(stack, f"/v1/events/{new[-1]['id']}/proof"))
+    before = reader().fallbacks["nodes"]
+    with reader().snapshot() as view:
+        path = proof.inclusion_proof(view.nodes, last.leaf_index, 12)
+    assert path == list(last.inclusion_path)
+    assert reader().fallbacks["nodes"] == before + 1
     # still lagging: the answers above came from the primary
     assert standby_sql(pg_standby, "SELECT count(*) FROM events", db) == [(5,)]
     lagging = sum(reader().fallbacks.values())

