@@ -81,6 +81,7 @@ LOCAL_ONLY = {
     "PROVENIQ_TELEMETRY": "on by default; only benchmarks switch it off to measure its cost",
     "PROVENIQ_STATE_DIR": "local state folder (embedded PostgreSQL, key file)",
     "PROVENIQ_DATABASE_URL": "direct URL; on GCP the Cloud SQL connector is used",
+    "PROVENIQ_READ_REPLICA_URL": "direct replica URL; on GCP PROVENIQ_CLOUDSQL_REPLICA_INSTANCE",
     "PROVENIQ_SIGNING_KEY_FILE": "local Ed25519 key; on GCP Cloud KMS signs",
     "PROVENIQ_SEAL_INTERVAL_MS": "local stack's seal timer; on GCP Cloud Scheduler ticks",
     "PORT": "set by Cloud Functions itself (reserved)",
