@@ -36,25 +36,6 @@ from proveniq.adapters.local import postgres
 log, pct = h.log, h.pct
 
 
-def caught_up(pg: h.Database, standby: Any, timeout: float = 600) -> float:
-    """Seconds until the standby has replayed the primary's current WAL position."""
-    (lsn,) = pg.query("postgres", "SELECT pg_current_wal_lsn()::text")[0]
-    conn = standby.connect()
-    t0 = time.perf_counter()
-    try:
-        conn.autocommit = True
-        cur = conn.cursor()
-        while True:
-            cur.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,))
-            if cur.fetchone()[0]:
-                return time.perf_counter() - t0
-            if time.perf_counter() - t0 > timeout:
-                raise SystemExit("the standby did not catch up")
-            time.sleep(0.05)
-    finally:
-        conn.close()
-
-
 def postmaster_pid(data_dir: Any) -> int:
     with open(data_dir / "postmaster.pid") as f:
         return int(f.readline())
@@ -110,7 +91,7 @@ def main() -> None:
                 log("starting the standby (pg_basebackup -R)")
                 t0 = time.perf_counter()
                 standby = postgres.start_standby(pg.server, standby_dir)
-                lag = caught_up(pg, standby)
+                lag = postgres.wait_replayed(pg.server, standby, timeout=600)
                 print(
                     f"standby: base backup + start {time.perf_counter() - t0 - lag:.1f} s, "
                     f"caught up {lag:.2f} s later"
@@ -124,9 +105,7 @@ def main() -> None:
                         log(f"round {r + 1}: proofs with reads on the {mode}")
                         cpu0, t = h.tree_cpu(standby_pid), time.perf_counter()
                         pr = prove.prove(run, db, n, tenant)
-                        standby_cores = (h.tree_cpu(standby_pid) - cpu0) / (
-                            time.perf_counter() - t
-                        )
+                        standby_cores = (h.tree_cpu(standby_pid) - cpu0) / (time.perf_counter() - t)
                         fallbacks = (
                             sum(rt.reads.reader.fallbacks.values()) if rt.reads is not None else 0
                         )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,8 @@ from proveniq.log import proof
 from proveniq.log.bundle import Bundle, verify_bundle
 from proveniq.settings import Settings
 from tests.conftest import LiveStack, _live_stack
+from tests.integration.test_seal_prove import append
+from tests.integration.test_seal_prove import get as get_as
 
 
 @pytest.fixture(scope="module")
@@ -41,27 +42,10 @@ def pg_standby(pg_server: Any) -> Iterator[Any]:
         shutil.rmtree(data, ignore_errors=True)
 
 
-def caught_up(pg_server: Any, standby: Any, *, timeout: float = 30) -> None:
-    """Wait until the standby has replayed everything the primary has written so far."""
-    conn = pg_server.connect()
-    conn.autocommit = True
-    cur = conn.cursor()
-    cur.execute("SELECT pg_current_wal_lsn()::text")
-    (lsn,) = cur.fetchone()
-    conn.close()
-    conn = standby.connect()
-    conn.autocommit = True
-    cur = conn.cursor()
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            cur.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,))
-            if cur.fetchone()[0]:
-                return
-            assert time.monotonic() < deadline, "the standby did not catch up"
-            time.sleep(0.02)
-    finally:
-        conn.close()
+def caught_up(pg_server: Any, standby: Any) -> None:
+    from proveniq.adapters.local import postgres
+
+    postgres.wait_replayed(pg_server, standby, timeout=30)
 
 
 def standby_sql(standby: Any, sql: str, database: str = "postgres") -> Any:
@@ -112,27 +96,11 @@ def replica_stack(
 
 
 def write(stack: LiveStack, n: int, subject: str) -> list[dict[str, Any]]:
-    body = {
-        "events": [
-            {"type": "claim.note", "subject": subject, "payload": {"i": i}} for i in range(n)
-        ]
-    }
-    r = requests.post(
-        stack.base + "/v1/events:batch",
-        json=body,
-        timeout=30,
-        headers={"Authorization": f"Bearer {stack.keys['acme:MEMBER']}"},
-    )
-    assert r.status_code == 201, r.text
-    return list(r.json()["data"]["events"])
+    return append(stack, n, stack.keys["acme:MEMBER"], subject)
 
 
 def get(stack: LiveStack, path: str, **headers: str) -> requests.Response:
-    return requests.get(
-        stack.base + path,
-        timeout=30,
-        headers={"Authorization": f"Bearer {stack.keys['acme:MEMBER']}", **headers},
-    )
+    return get_as(stack, path, stack.keys["acme:MEMBER"], **headers)
 
 
 def reader() -> ReplicaReader:
@@ -167,9 +135,10 @@ def test_writes_on_primary_proofs_on_replica_no_wrong_answer_while_it_lags(
     base = sum(reader().fallbacks.values())
     b = verified_bundle(get(stack, f"/v1/events/{old[2]['id']}/proof"))
     assert b.tree_size == 5
-    assert get(stack, "/v1/checkpoints/latest", Accept="application/json").json()["data"][
-        "tree_size"
-    ] == 5
+    assert (
+        get(stack, "/v1/checkpoints/latest", Accept="application/json").json()["data"]["tree_size"]
+        == 5
+    )
     assert sum(reader().fallbacks.values()) == base
 
     # the replica lags: paused, then writes and a seal on the primary
@@ -273,6 +242,15 @@ def test_replica_down_reads_go_to_the_primary(database: str, pg_server: Any) -> 
         database_url=pg_server.url(user="proveniq_app", database=database),
         read_replica_url=f"postgresql://proveniq_app@/{database}?unix_sock=/tmp/no-such-socket",
     )
+    from proveniq.app.metrics import metrics
+
+    def counted() -> float:
+        value = metrics().registry.get_sample_value(
+            "ledger_replica_fallbacks_total", {"reason": "unavailable"}
+        )
+        return value or 0.0
+
+    before = counted()
     rt = Runtime.build(settings)
     try:
         assert rt.reads is not None and rt.reads.reader is not None
@@ -282,6 +260,7 @@ def test_replica_down_reads_go_to_the_primary(database: str, pg_server: Any) -> 
         with pytest.raises(NotFound):
             rt.reads.proofs.checkpoint()  # skipped during the cooldown, answered by the primary
         assert rt.reads.reader.fallbacks["unavailable"] == 2
+        assert counted() == before + 2  # ledger_replica_fallbacks_total{reason="unavailable"}
     finally:
         rt.pool.dispose()
         rt.reads.pool.dispose()  # type: ignore[union-attr]

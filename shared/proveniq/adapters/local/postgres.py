@@ -129,6 +129,36 @@ def start_standby(primary: EmbeddedServer, data_dir: Path) -> EmbeddedServer:
     return EmbeddedServer(data_dir=data_dir, socket_path=Path(info.socket_path))
 
 
+def wait_replayed(
+    primary: EmbeddedServer, standby: EmbeddedServer, *, timeout: float = 60
+) -> float:
+    """Wait until `standby` has replayed all `primary` has written so far; the seconds waited."""
+    import time
+
+    conn = primary.connect()
+    try:
+        conn.autocommit = True
+        cur = conn.cursor()
+        cur.execute("SELECT pg_current_wal_lsn()::text")
+        (lsn,) = cur.fetchone()
+    finally:
+        conn.close()
+    conn = standby.connect()
+    started = time.monotonic()
+    try:
+        conn.autocommit = True
+        cur = conn.cursor()
+        while True:
+            cur.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,))
+            if cur.fetchone()[0]:
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"the standby did not replay up to {lsn} in {timeout} s")
+            time.sleep(0.02)
+    finally:
+        conn.close()
+
+
 def _own_empty_folder(data_dir: Path, user: str | None) -> None:
     """As root, the server runs as `embedded_postgres`: it must own its folder and reach it."""
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
