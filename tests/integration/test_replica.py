@@ -270,3 +270,23 @@ def test_without_a_replica_url_reads_stay_on_the_primary() -> None:
     assert not Settings().read_replica
     assert Settings(read_replica_url="").read_replica_url is None
     assert Settings(read_replica_url="postgresql://x@/y").read_replica
+
+
+def test_replica_connections_dropped_mid_use_fall_back_to_the_primary(
+    replica_stack: LiveStack, pg_server: Any, pg_standby: Any
+) -> None:
+    stack = replica_stack
+    events = write(stack, 4, "clm_c")
+    assert runtime().integrator.integrate_and_publish() is not None
+    caught_up(pg_server, pg_standby)
+    verified_bundle(get(stack, f"/v1/events/{events[0]['id']}/proof"))  # pooled replica conns
+    killed = standby_sql(
+        pg_standby,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        f"WHERE datname = '{stack.database}' AND pid <> pg_backend_pid()",
+    )
+    assert killed[0][0] >= 1
+    before = reader().fallbacks["unavailable"]
+    for ev in events:  # every answer right, none a 5xx (the stack fixture checks that too)
+        assert verified_bundle(get(stack, f"/v1/events/{ev['id']}/proof")).tree_size == 4
+    assert reader().fallbacks["unavailable"] > before

@@ -80,7 +80,8 @@ class ReplicaReader:
 
     @property
     def floor(self) -> int:
-        """The newest checkpoint size this reader knows the primary has."""
+        """The smallest latest checkpoint of the replica this reader accepts: the newest size
+        it served from the primary, or the size covering an event only the primary had."""
         return self._floor
 
     def _raise_floor(self, size: int) -> None:
@@ -135,16 +136,21 @@ class _View:
             return False, None
         try:
             if self._rview is None:
-                self._rcm = self.r.replica.snapshot()
-                self._rview = self._rcm.__enter__()
+                cm = self.r.replica.snapshot()
+                self._rview = cm.__enter__()
+                self._rcm = cm
             return True, read(self._rview)
-        except Exception as e:
+        except BaseException as e:
             self._close_replica((type(e), e, e.__traceback__))
+            if not isinstance(e, Exception):
+                raise  # an interrupt: the replica's connection is discarded, nothing redone
             self.r._replica_failed()
             self._on_primary = True
             return False, None
 
     def _close_replica(self, exc: _Exit) -> None:
+        """End the replica's transaction: with the replica's own error (its connection is then
+        rolled back or discarded by the adapter), or cleanly (a read-only commit)."""
         cm, self._rcm, self._rview = self._rcm, None, None
         if cm is not None:
             try:
@@ -154,13 +160,14 @@ class _View:
                     raise
 
     def close(self, *exc: object) -> None:
+        """End both transactions; an error of the caller or of the primary is the primary's
+        (the replica's own errors were handled where they happened)."""
         info: _Exit = exc  # type: ignore[assignment]
         try:
-            # a failed commit of a read-only replica transaction loses nothing
             try:
-                self._close_replica(info)
+                self._close_replica((None, None, None))
             except Exception:
-                self.r._replica_failed()
+                self.r._replica_failed()  # its commit failed: nothing read is lost
         finally:
             pcm, self._pcm, self._pview = self._pcm, None, None
             if pcm is not None:
