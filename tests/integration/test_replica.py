@@ -283,7 +283,8 @@ def test_replica_connections_dropped_mid_use_fall_back_to_the_primary(
     killed = standby_sql(
         pg_standby,
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-        f"WHERE datname = '{stack.database}' AND pid <> pg_backend_pid()",
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        stack.database,
     )
     assert killed[0][0] >= 1
     before = reader().fallbacks["unavailable"]
