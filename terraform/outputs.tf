@@ -13,6 +13,11 @@ output "sql_connection_name" {
   value       = google_sql_database_instance.ledger.connection_name
 }
 
+output "sql_replica_connection_name" {
+  description = "PROVENIQ_CLOUDSQL_REPLICA_INSTANCE of get_proof (empty unless sql_read_replica)."
+  value       = join("", google_sql_database_instance.ledger_replica[*].connection_name)
+}
+
 output "function_urls" {
   description = "Backend URLs the gateway calls (functions are deployed by cloudbuild.yaml)."
   value       = local.function_urls
@@ -49,6 +54,7 @@ output "cloudbuild_substitutions" {
     "_REGION=${var.region}",
     "_PROJECT=${var.project_id}",
     "_SQL_INSTANCE=${google_sql_database_instance.ledger.connection_name}",
+    "_SQL_REPLICA_INSTANCE=${join("", google_sql_database_instance.ledger_replica[*].connection_name)}",
     "_DB_NAME=${google_sql_database.ledger.name}",
     "_KMS_KEY_VERSION=${data.google_kms_crypto_key_version.checkpoint_signer.name}",
     "_LOG_ORIGIN=${var.log_origin}",

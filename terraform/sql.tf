@@ -55,6 +55,47 @@ resource "google_sql_database_instance" "ledger" {
   depends_on = [google_project_service.apis]
 }
 
+# A read replica for get_proof's reads (sql_read_replica; off by default). It streams from the
+# primary; the IAM database users and their grants replicate with it. The functions fall back to
+# the primary for whatever it has not replayed yet (docs/DECISIONS.md, reads off a replica).
+resource "google_sql_database_instance" "ledger_replica" {
+  count                = var.sql_read_replica ? 1 : 0
+  name                 = "${var.sql_instance_name}-replica"
+  master_instance_name = google_sql_database_instance.ledger.name
+  database_version     = "POSTGRES_15"
+  region               = var.region
+  deletion_protection  = var.deletion_protection
+
+  replica_configuration {
+    failover_target = false
+  }
+
+  settings {
+    edition               = "ENTERPRISE"
+    tier                  = var.sql_replica_tier
+    availability_type     = "ZONAL"
+    disk_type             = "PD_SSD"
+    disk_autoresize       = true
+    connector_enforcement = var.sql_connector_enforcement
+
+    ip_configuration {
+      ipv4_enabled    = var.sql_public_ip
+      private_network = var.sql_private_network
+      ssl_mode        = "ENCRYPTED_ONLY"
+    }
+
+    database_flags {
+      name  = "cloudsql.iam_authentication"
+      value = "on"
+    }
+
+    insights_config {
+      query_insights_enabled  = true
+      record_application_tags = true
+    }
+  }
+}
+
 resource "google_sql_database" "ledger" {
   name            = "proveniq"
   instance        = google_sql_database_instance.ledger.name

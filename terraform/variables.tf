@@ -50,6 +50,18 @@ variable "sql_availability_type" {
   }
 }
 
+variable "sql_read_replica" {
+  description = "A Cloud SQL read replica for get_proof's reads (docs/DEPLOY.md, reads off a replica)."
+  type        = bool
+  default     = false
+}
+
+variable "sql_replica_tier" {
+  description = "Machine type of the read replica (when sql_read_replica)."
+  type        = string
+  default     = "db-custom-2-7680"
+}
+
 variable "sql_disk_size_gb" {
   description = "Initial SSD size; storage auto-increase is on."
   type        = number

@@ -18,6 +18,10 @@ Adapters are chosen here (`backend`), never by "if testing" elsewhere.
     PROVENIQ_FIREBASE_PROJECT Firebase project whose ID tokens are accepted [GOOGLE_CLOUD_PROJECT]
     PROVENIQ_MAX_BODY_BYTES   request body limit                [1048576]
     PROVENIQ_POOL_SIZE        database connections per instance [8]
+    PROVENIQ_READ_REPLICA_URL postgresql:// URL of a read replica for get_proof's reads; unset:
+                              every read on the primary (local/tests; gcp: the instance below)
+    PROVENIQ_CLOUDSQL_REPLICA_INSTANCE  project:region:replica, a Cloud SQL read replica (gcp)
+    PROVENIQ_READ_REPLICA_POOL_SIZE  replica connections per instance  [8]
     PROVENIQ_SEAL_INTERVAL_MS one batch_merkle run seals again this long after each seal [500]
     PROVENIQ_SEAL_RUN_SECONDS how long one (scheduled) batch_merkle run keeps sealing; a newer
                               run of the same instance takes over at once; 0: one seal   [70]
@@ -91,6 +95,9 @@ class Settings(BaseSettings):
     firebase_project: str | None = None
     max_body_bytes: PositiveInt = 1024 * 1024
     pool_size: PositiveInt = 8
+    read_replica_url: str | None = None
+    cloudsql_replica_instance: str | None = None
+    read_replica_pool_size: PositiveInt = 8
     seal_interval_ms: PositiveInt = 500
     seal_run_seconds: float = Field(default=70.0, ge=0, le=3600)
     seal_tick_seconds: PositiveInt = 60
@@ -133,6 +140,8 @@ class Settings(BaseSettings):
         "webhook_dispatch_url",
         "webhook_invoker",
         "firestore_project",
+        "read_replica_url",
+        "cloudsql_replica_instance",
         mode="before",
     )
     @classmethod
@@ -158,6 +167,14 @@ class Settings(BaseSettings):
                 if not value:
                     raise ValueError(f"{name}: required when PROVENIQ_BACKEND=gcp")
         return self
+
+    @property
+    def read_replica(self) -> bool:
+        """Whether get_proof reads off a replica (`cloudsql_replica_instance` on gcp,
+        `read_replica_url` otherwise)."""
+        if self.backend == "gcp":
+            return bool(self.cloudsql_replica_instance)
+        return bool(self.read_replica_url)
 
     @property
     def signing_key_paths(self) -> tuple[Path, ...]:

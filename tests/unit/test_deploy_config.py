@@ -57,6 +57,7 @@ SUBSTITUTIONS = {
     "_REGION": REGION,
     "_PROJECT": PROJECT,
     "_SQL_INSTANCE": f"{PROJECT}:{REGION}:proveniq-ledger",
+    "_SQL_REPLICA_INSTANCE": f"{PROJECT}:{REGION}:proveniq-ledger-replica",
     "_DB_NAME": "proveniq",
     "_KMS_KEY_VERSION": (
         f"projects/{PROJECT}/locations/{REGION}/keyRings/proveniq-ledger"
@@ -81,6 +82,7 @@ LOCAL_ONLY = {
     "PROVENIQ_TELEMETRY": "on by default; only benchmarks switch it off to measure its cost",
     "PROVENIQ_STATE_DIR": "local state folder (embedded PostgreSQL, key file)",
     "PROVENIQ_DATABASE_URL": "direct URL; on GCP the Cloud SQL connector is used",
+    "PROVENIQ_READ_REPLICA_URL": "direct replica URL; on GCP PROVENIQ_CLOUDSQL_REPLICA_INSTANCE",
     "PROVENIQ_SIGNING_KEY_FILE": "local Ed25519 key; on GCP Cloud KMS signs",
     "PROVENIQ_SEAL_TICK_SECONDS": "local stand-in for Cloud Scheduler's period; on GCP the job",
     "PORT": "set by Cloud Functions itself (reserved)",
@@ -770,7 +772,8 @@ def test_kms_signing_key_is_ed25519() -> None:
 
 
 def test_cloud_sql_instance() -> None:
-    (instance,) = tf_blocks("resource", "google_sql_database_instance").values()
+    instances = tf_blocks("resource", "google_sql_database_instance")
+    instance = instances.pop("ledger")
     assert instance["database_version"] == "POSTGRES_15"
     assert instance["deletion_protection"] == "${var.deletion_protection}"
     settings = single(instance, "settings")
@@ -784,6 +787,23 @@ def test_cloud_sql_instance() -> None:
     users = tf_blocks("resource", "google_sql_user")
     assert all(u["type"] == "CLOUD_IAM_SERVICE_ACCOUNT" for u in users.values())
     assert users["function"]["for_each"] == "${local.function_db_users}"
+    # the optional read replica of get_proof: off by default, a replica of the ledger instance
+    (replica,) = instances.values()
+    assert replica["count"] == "${var.sql_read_replica ? 1 : 0}"
+    assert replica["master_instance_name"] == "${google_sql_database_instance.ledger.name}"
+    assert replica["database_version"] == instance["database_version"]
+    flags_ = single(replica, "settings")["database_flags"]
+    flags_ = flags_ if isinstance(flags_, list) else [flags_]
+    assert {"name": "cloudsql.iam_authentication", "value": "on"} in flags_
+    variables = {k: v for b in terraform()["variable"] for k, v in b.items()}
+    assert variables["sql_read_replica"]["default"] is False
+
+
+def test_only_get_proof_reads_off_the_replica(deployments: dict[str, dict[str, Any]]) -> None:
+    for directory, d in deployments.items():
+        env = env_vars(str(d["flags"]["set-env-vars"]))
+        expected = SUBSTITUTIONS["_SQL_REPLICA_INSTANCE"] if directory == "get_proof" else ""
+        assert env["PROVENIQ_CLOUDSQL_REPLICA_INSTANCE"] == expected, directory
 
 
 def _seconds(duration: str) -> float:

@@ -17,6 +17,7 @@
     risk_reviews_pending                                 gauge
 
     ledger_seal_lag_seconds                              gauge (oldest entry still unsealed)
+    ledger_replica_fallbacks_total{reason}               counter (reads the replica lacked)
 
 One `Metrics` object owns one prometheus-client registry; `render` gives the Prometheus text
 for the local stack's `GET /metrics`. In production the figures reach Cloud Monitoring two
@@ -186,6 +187,12 @@ class Metrics:
         self.reviews_pending = Gauge(
             "risk_reviews_pending", "Risk scores waiting for a human review.", registry=r
         )
+        self.replica_fallbacks = Counter(
+            "ledger_replica_fallbacks_total",
+            "get_proof reads answered by the primary because the read replica lacked them.",
+            ["reason"],
+            registry=r,
+        )
         # Label children cached by the caller's values: the hot path skips labels() lookups.
         self._write_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._request_children: dict[tuple[str, str | None, int], tuple[Any, Any]] = {}
@@ -290,6 +297,9 @@ class Metrics:
     def set_reviews_pending(self, n: int) -> None:
         self.reviews_pending.set(n)
         self._line("risk_reviews_pending", n)
+
+    def replica_fallback(self, reason: str) -> None:
+        self.replica_fallbacks.labels(reason=self._reason(reason)).inc()
 
     def _line(self, name: str, value: float, **labels: str) -> None:
         if self.log_lines:

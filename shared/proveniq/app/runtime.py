@@ -43,6 +43,7 @@ from proveniq.ledger.outbox import Relay
 from proveniq.ledger.proofs import Proofs
 from proveniq.ledger.publishing import CheckpointPublisher
 from proveniq.ledger.queries import Queries
+from proveniq.ledger.replica import ReplicaReader
 from proveniq.ledger.sequencing import Sequencer
 from proveniq.log.note import NoteVerifier
 from proveniq.log.signer import Signer
@@ -68,6 +69,7 @@ class Runtime:
     proofs: Proofs
     queries: Queries
     claims: ClaimVerification
+    reads: Reads | None = None  # get_proof's reads off a replica, when one is configured
     _route_cache: dict[str, list[Route]] = field(default_factory=dict, init=False)
 
     @classmethod
@@ -103,7 +105,21 @@ class Runtime:
             watch=PostgresCheckpointWatch(connect, poll_seconds=WATCH_POLL_SECONDS),
         )
         queries = Queries(reader=ledger)
+        reads = (
+            _reads(
+                settings,
+                ledger,
+                publisher,
+                telemetry,
+                # the replica's waiters are woken by the primary's seal too; a checkpoint the
+                # replica has not replayed yet is read through its fallback to the primary
+                watch=PostgresCheckpointWatch(connect, poll_seconds=WATCH_POLL_SECONDS),
+            )
+            if settings.read_replica
+            else None
+        )
         return cls(
+            reads=reads,
             settings=settings,
             pool=pool,
             ledger=ledger,
@@ -153,6 +169,9 @@ class Runtime:
     def _handlers(self, function: str) -> dict[str, object]:
         """Handler objects by route group (`edge.routes.handler_group`) for one function."""
         risk = RiskHandlers(scorer=lambda: self.risk)
+        reads = self.reads or Reads(
+            proofs=self.proofs, queries=self.queries, claims=self.claims, reader=None, pool=None
+        )
         table: dict[str, dict[str, object]] = {
             "write_event": {
                 "events": WriteHandlers(
@@ -163,7 +182,7 @@ class Runtime:
             "get_proof": {
                 **dict.fromkeys(
                     ("events", "leaves", "subjects", "claims", "proofs", "checkpoints", "log"),
-                    ProofHandlers(proofs=self.proofs, queries=self.queries, claims=self.claims),
+                    ProofHandlers(proofs=reads.proofs, queries=reads.queries, claims=reads.claims),
                 ),
                 "risk": risk,
             },
@@ -283,6 +302,51 @@ def release_runtime() -> None:
     if rt.proofs.awaiter.watch is not None:
         rt.proofs.awaiter.watch.close()
     rt.pool.dispose()
+    if rt.reads is not None and rt.reads.pool is not None:
+        if rt.reads.proofs.awaiter.watch is not None:
+            rt.reads.proofs.awaiter.watch.close()
+        rt.reads.pool.dispose()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reads:
+    """get_proof's use cases over a `ReplicaReader` (the write path keeps the primary's: it
+    must see its own writes), and the replica's own pool."""
+
+    proofs: Proofs
+    queries: Queries
+    claims: ClaimVerification
+    reader: ReplicaReader | None
+    pool: pg.Pool | None
+
+
+def _reads(
+    settings: Settings,
+    ledger: PostgresLedger,
+    publisher: CheckpointPublisher,
+    telemetry: Any,
+    *,
+    watch: PostgresCheckpointWatch,
+) -> Reads:
+    if settings.backend == "gcp":
+        from proveniq.adapters.gcp.cloudsql import cloudsql_connector
+
+        connect = cloudsql_connector(settings, replica=True)
+    else:
+        assert settings.read_replica_url is not None
+        connect = pg.url_connector(settings.read_replica_url)
+    pool = pg.Pool(connect, size=settings.read_replica_pool_size)
+    fallback = getattr(telemetry, "replica_fallback", None)
+    reader = ReplicaReader(primary=ledger, replica=PostgresLedger(pool), on_fallback=fallback)
+    proofs = Proofs(reader=reader, publisher=publisher, telemetry=telemetry, watch=watch)
+    queries = Queries(reader=reader)
+    return Reads(
+        proofs=proofs,
+        queries=queries,
+        claims=ClaimVerification(queries=queries, proofs=proofs),
+        reader=reader,
+        pool=pool,
+    )
 
 
 def _connector(settings: Settings) -> pg.Connect:

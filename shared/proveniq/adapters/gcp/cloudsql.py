@@ -14,10 +14,13 @@ _lock = threading.Lock()
 _connector: Any = None
 
 
-def cloudsql_connector(settings: Settings) -> Connect:
-    instance = settings.cloudsql_instance
+def cloudsql_connector(settings: Settings, *, replica: bool = False) -> Connect:
+    """Connections to the primary, or (`replica`) to the read replica
+    `PROVENIQ_CLOUDSQL_REPLICA_INSTANCE` (same database, same IAM user)."""
+    instance = settings.cloudsql_replica_instance if replica else settings.cloudsql_instance
     if not instance:
-        raise ValueError("PROVENIQ_CLOUDSQL_INSTANCE is required for the gcp backend")
+        name = "CLOUDSQL_REPLICA_INSTANCE" if replica else "CLOUDSQL_INSTANCE"
+        raise ValueError(f"PROVENIQ_{name} is required for the gcp backend")
 
     def connect() -> Any:
         global _connector
