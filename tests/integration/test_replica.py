@@ -239,6 +239,41 @@ def test_pending_on_the_primary_stays_pending_and_unknown_ids_are_404(
     stack.resume()  # type: ignore[attr-defined]
 
 
+def test_wait_on_the_replica_is_woken_by_the_primarys_seal(
+    replica_stack: LiveStack, pg_server: Any, pg_standby: Any
+) -> None:
+    """`?wait=` on get_proof (replica reads) is woken by the primary's seal while the replica
+    lags, and answers with the primary's checkpoint, not 202 at the deadline."""
+    import threading
+    import time
+
+    stack = replica_stack
+    write(stack, 2, "clm_w")
+    assert runtime().integrator.integrate_and_publish() is not None
+    caught_up(pg_server, pg_standby)
+    stack.pause()  # type: ignore[attr-defined]
+    unsealed = write(stack, 1, "clm_w")
+    answer: dict[str, Any] = {}
+
+    def waiter() -> None:
+        started = time.monotonic()
+        answer["r"] = get(stack, f"/v1/events/{unsealed[0]['id']}/proof?wait=20")
+        answer["s"] = time.monotonic() - started
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.5)
+    assert t.is_alive()  # still waiting: nothing sealed it yet
+    assert runtime().integrator.integrate_and_publish() is not None
+    t.join(timeout=15)
+    assert not t.is_alive()
+    b = verified_bundle(answer["r"])
+    assert b.tree_size == 3
+    assert answer["s"] < 10  # woken by the seal, long before the 20 s deadline
+    assert standby_sql(pg_standby, "SELECT count(*) FROM events", stack.database) == [(2,)]
+    stack.resume()  # type: ignore[attr-defined]
+
+
 def test_replica_down_reads_go_to_the_primary(database: str, pg_server: Any) -> None:
     settings = Settings(
         database_url=pg_server.url(user="proveniq_app", database=database),
