@@ -439,7 +439,7 @@ def verify(pg: h.Database, db: str) -> tuple[bool, str]:
         t = time.perf_counter() - t
         ok = ok and mismatched == 0
         text = (
-            f"{db:<12} {'OK  ' if ok else 'FAIL'} {n:>8,} events, seq {lo}..{hi}, "
+            f"{db:<18} {'OK  ' if ok else 'FAIL'} {n:>8,} events, seq {lo}..{hi}, "
             f"gaps {gaps}, broken prev {broken}, outbox rows {outbox:,} "
             f"(unpublished {unpublished}), leaf hashes recomputed {n:,} in {t:.1f} s, "
             f"mismatched {mismatched}; {chain}"
@@ -507,7 +507,7 @@ def report(
     print(
         "\nratio: (b) HTTP events/s / (a) tx/s at the same RTT and concurrency; (c) events/s / the"
         " faster raw bulk load (marked 'ceiling') at the same batch size and concurrency;"
-        " (d) achieved / offered rate."
+        " (d) achieved / offered rate. (c) HTTP rows run with group commit on."
     )
     print(
         "latency: per transaction (raw) or per request (HTTP), as seen by the driver; (d) from"
@@ -715,6 +715,7 @@ def run(args: argparse.Namespace, pg: h.Database) -> None:
     def close_rtt(rtt: float) -> str:
         for stack in stacks.values():  # their pools hold connections through the line
             stack.release()
+        time.sleep(0.2)  # the outbox marker thread's last batch (release does not wait for it)
         nets.pop(rtt).close()
         return f"RTT {rtt:g} ms done"
 
