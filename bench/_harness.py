@@ -81,6 +81,8 @@ HTTP load (a spawned process; one persistent http.client connection per thread)
         with `rate` (requests/s) open loop: request j is due at start + j / rate, a free thread
         waits for the due time of the next j, and latency counts from the due time, so queueing
         behind busy threads is measured (no coordinated omission; conc bounds what is in flight)
+        A connection idle for over IDLE_REOPEN (1 s: a slow warm-up, a low rate) is reopened
+        before its next measured request, outside the latency: gunicorn drops it after 2 s
     with Clients() as clients:
         result, usage = clients.run(load, meter, on_go=None)   (on_go runs just before "go")
     result.requests, .seconds, .latencies (seconds each), .cpu (client CPU seconds),
@@ -118,6 +120,7 @@ from typing import Any, NamedTuple
 TEMPLATE = "bench_template"
 EVENT_TYPE = "claim.filed"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+IDLE_REOPEN = 1.0  # s: a client connection idle this long is reopened (gunicorn closes at 2 s)
 NAME = Path(sys.argv[0]).stem or "bench"
 
 # ---- progress and figures --------------------------------------------------------------------
@@ -642,28 +645,36 @@ def _run_load(load: Load, pipe: Any) -> LoadResult:
             raise RuntimeError(f"{r.method} {r.path} -> {resp.status}: {data[:300]!r}")
         return data
 
+    def connect(conn: http.client.HTTPConnection) -> None:
+        conn.close()
+        conn.connect()
+        assert conn.sock is not None
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def worker(k: int) -> None:
         mine: list[float] = []
         conn = http.client.HTTPConnection("127.0.0.1", load.port, timeout=300)
         try:
-            conn.connect()
-            assert conn.sock is not None
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connect(conn)
             for w in range(2):
                 call(conn, k * 2 + w, warm=True)
+            used = time.perf_counter()
             warmed.wait()
             start.wait()
             while (j := next(counter)) < load.max_requests and time.perf_counter() < deadline[0]:
+                due = None if load.rate is None else origin[0] + j / load.rate
+                if max(time.perf_counter(), due or 0.0) - used > IDLE_REOPEN:
+                    connect(conn)  # before the server's keep-alive timeout could close it
                 t = time.perf_counter()
-                if load.rate is not None:  # open loop: latency from the due time
-                    due = origin[0] + j / load.rate
+                if due is not None:  # open loop: latency from the due time
                     if due > t:
                         time.sleep(due - t)
                     elif t - due > 0.001:
                         late.append(t - due)
                     t = due
                 data = call(conn, j, warm=False)
-                mine.append(time.perf_counter() - t)
+                used = time.perf_counter()
+                mine.append(used - t)
                 if load.ack is not None:
                     acks.append((time.time(), load.ack(data)))
                 if len(samples) < load.samples:

@@ -184,9 +184,12 @@ class Mode:
     group_commit: bool
 
     @property
+    def server(self) -> str:
+        return "werkzeug" if self.workers == 1 else f"serve -w{self.workers}"
+
+    @property
     def name(self) -> str:
-        server = "werkzeug" if self.workers == 1 else f"serve -w{self.workers}"
-        return f"{server}, GC {'on' if self.group_commit else 'off'}"
+        return f"{self.server}, GC {'on' if self.group_commit else 'off'}"
 
     def settings(self, args: argparse.Namespace) -> dict[str, str]:
         out = {"group_commit": "true" if self.group_commit else "false"}
@@ -484,7 +487,7 @@ def report(
     )
     print(f"load average (1 min) at start {args.load_start:.2f}, at end {os.getloadavg()[0]:.2f}\n")
     head = (
-        f"{'row':<44}{'rtt ms':>7}{'conc':>5}{'events':>8}{'tx/req':>8}{'sec':>6}"
+        f"{'row':<48}{'rtt ms':>7}{'conc':>5}{'events':>8}{'tx/req':>8}{'sec':>6}"
         f"{'events/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'ratio':>8}   {'cores: drv/srv/pg/prx':<23}"
         f"{'srv us/ev':>9}"
     )
@@ -500,7 +503,7 @@ def report(
         per_event = "-" if r.cores_server is None else f"{r.server_us:,.0f}"
         cores = f"{r.cores_driver:.2f}/{server}/{r.cores_pg:.2f}/{proxy}"
         print(
-            f"{r.case.label:<44}{r.case.rtt:>7g}{r.case.conc:>5}{r.case.events:>8,}{r.txs:>8,}"
+            f"{r.case.label:<48}{r.case.rtt:>7g}{r.case.conc:>5}{r.case.events:>8,}{r.txs:>8,}"
             f"{r.seconds:>6.1f}{r.rate:>9,.0f}{r.pct(0.5):>8.2f}{r.pct(0.99):>8.2f}"
             f"{r.ratio:>8}   {cores:<23}{per_event:>9}"
         )
@@ -588,7 +591,6 @@ def targets(
             x.rate / copy[(x.case.batch, x.case.conc)].rate for x in mine if x.case.batch == 1000
         ]
         per_mode.append((w, max(us), min(us), min(ratios), max(ratios)))
-    name = "werkzeug" if len(args.workers) == 1 and args.workers[0] == 1 else "workers {}"
     w, worst, lo, _, _ = min(per_mode, key=lambda t: t[1])
     out.append(
         Target(
@@ -597,7 +599,7 @@ def targets(
             f"{worst:.0f} us",
             "<= 40 us",
             worst <= 40,
-            f"{name.format(w)}: (c) rows {lo:.0f}-{worst:.0f} us",
+            f"{Mode(w, True).server}: (c) rows {lo:.0f}-{worst:.0f} us",
         )
     )
     w, _, _, worst_r, hi = max(per_mode, key=lambda t: t[3])
@@ -608,7 +610,7 @@ def targets(
             f"{worst_r:.2f}",
             ">= 0.6",
             worst_r >= 0.6,
-            f"{name.format(w)}: {worst_r:.2f}-{hi:.2f}",
+            f"{Mode(w, True).server}: {worst_r:.2f}-{hi:.2f}",
         )
     )
 
@@ -771,7 +773,7 @@ def run(args: argparse.Namespace, pg: h.Database) -> None:
         stack, key = use(mode, f"http_batch_w{mode.workers}", nets[0.0])
         label = f"(c) HTTP POST /v1/events:batch, {batch:,}/req"
         if len(args.workers) > 1:
-            label += f", {mode.name.split(',')[0]}"
+            label = f"(c) HTTP /v1/events:batch, {batch:,}/req, {mode.server}"
         case = Case("c", label, c, m, batch, f"cb{batch}-{c}-{mode.workers}", 0.0, mode)
         row = http_run(stack, clients, key, case, nets[0.0])
         row.ratio = f"{row.rate / max(r.rate for r in pairs[(batch, c)]):.2f}"
