@@ -77,7 +77,8 @@ class Relay:
         self.bus = bus
         self.decorate = decorate  # adds attributes to each message (the trace context)
         self.topic = topic
-        self._marks: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
+        # seqs to mark, or a flush's Event, set once everything queued before it is marked
+        self._marks: queue.SimpleQueue[list[int] | threading.Event] = queue.SimpleQueue()
         self._marker: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -106,14 +107,27 @@ class Relay:
             data=m.data, attributes=self.decorate(dict(m.attributes)), ordering_key=m.ordering_key
         )
 
-    def flush_marks(self) -> None:
-        """Mark everything queued so far (shutdown, tests)."""
+    def flush_marks(self, timeout: float = 5.0) -> None:
+        """Mark everything queued so far, including a batch the marker thread is writing
+        (shutdown, tests): the marker marks in queue order, so once it reaches this flush's
+        Event every earlier mark is written."""
+        with self._lock:
+            running = self._marker is not None and self._marker.is_alive()
+        if running:
+            done = threading.Event()
+            self._marks.put(done)
+            if done.wait(timeout):
+                return
         batch: list[int] = []
         while True:
             try:
-                batch += self._marks.get_nowait()
+                item = self._marks.get_nowait()
             except queue.Empty:
                 break
+            if isinstance(item, threading.Event):
+                item.set()
+            else:
+                batch += item
         self.outbox.mark_relayed(batch)
 
     def _ensure_marker(self) -> None:
@@ -126,17 +140,27 @@ class Relay:
 
     def _mark_loop(self) -> None:
         while True:
-            batch = self._marks.get()
+            batch: list[int] = []
+            flushes: list[threading.Event] = []
+            item = self._marks.get()
             deadline = time.monotonic() + MARK_BATCH_SECONDS
-            while len(batch) < MARK_BATCH_MAX and time.monotonic() < deadline:
+            while True:
+                if isinstance(item, threading.Event):
+                    flushes.append(item)
+                    break  # a flush waits: write what is queued before it now
+                batch += item
+                if len(batch) >= MARK_BATCH_MAX or time.monotonic() >= deadline:
+                    break
                 try:
-                    batch += self._marks.get(timeout=max(0.0, deadline - time.monotonic()))
+                    item = self._marks.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
             try:
                 self.outbox.mark_relayed(batch)
-            except Exception:  # the sweep re-sendes whatever stays unmarked
+            except Exception:  # the sweep re-sends whatever stays unmarked
                 log.warning("could not mark %d outbox rows as relayed", len(batch), exc_info=True)
+            for f in flushes:
+                f.set()
 
     def sweep(self, *, batch: int = 500, min_age_seconds: float = 0) -> int:
         """Relay everything still unsent; returns how many were sent."""
