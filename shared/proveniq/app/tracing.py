@@ -154,12 +154,42 @@ def inject_headers(
     return out
 
 
+class _LowercaseGetter(Getter[Mapping[str, str]]):
+    """Reads a carrier already keyed in lower case (`_lowered`)."""
+
+    def get(self, carrier: Mapping[str, str], key: str) -> list[str] | None:
+        value = carrier.get(key.lower())
+        return None if value is None else [value]
+
+    def keys(self, carrier: Mapping[str, str]) -> list[str]:
+        return list(carrier.keys())
+
+
+_LOWER = _LowercaseGetter()
+
+
+def _lowered(headers: Mapping[str, str]) -> dict[str, str]:
+    """`headers` keyed in lower case, read once: what `_CaseInsensitiveGetter` finds for a
+    lower-case key (the exact key if present, else the first case-insensitive match) without
+    a scan of every header for each key that is absent."""
+    out: dict[str, str] = {}
+    exact: dict[str, str] = {}
+    for k, v in headers.items():
+        low = k.lower()
+        out.setdefault(low, v)
+        if k == low:
+            exact.setdefault(low, v)
+    out.update(exact)
+    return out
+
+
 def extract_headers(headers: Mapping[str, str]) -> otel_context.Context:
     """The caller's trace context: W3C `traceparent`, else `X-Cloud-Trace-Context`."""
-    ctx = _PROPAGATOR.extract(headers, getter=_GETTER)
+    headers = _lowered(headers)
+    ctx = _PROPAGATOR.extract(headers, getter=_LOWER)
     if trace.get_current_span(ctx).get_span_context().is_valid:
         return ctx
-    found = _GETTER.get(headers, CLOUD_TRACE_HEADER)
+    found = _LOWER.get(headers, CLOUD_TRACE_HEADER)
     m = _CLOUD_TRACE.match(found[0].strip()) if found else None
     if m is None:
         return ctx

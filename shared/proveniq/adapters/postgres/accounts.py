@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from proveniq.adapters.postgres import statements
 from proveniq.adapters.postgres.pool import Pool
 from proveniq.ports import KeyRecord, Partner
 
@@ -57,8 +58,10 @@ class PostgresAccounts:
 
     def active_partner_tier(self, partner_id: str) -> str | None:
         with self.pool.transaction() as cur:
-            cur.execute(
-                "SELECT tier FROM partners WHERE id = %s AND disabled_at IS NULL", (partner_id,)
+            statements.execute(
+                cur,
+                "SELECT tier FROM partners WHERE id = %s AND disabled_at IS NULL",
+                (partner_id,),
             )
             row = cur.fetchone()
         return None if row is None else str(row[0])
@@ -91,7 +94,8 @@ class PostgresAccounts:
 
     def key_by_prefix(self, prefix: str) -> KeyRecord | None:
         with self.pool.transaction() as cur:
-            cur.execute(
+            statements.execute(
+                cur,
                 f"SELECT {_KEY} FROM api_keys k LEFT JOIN partners p ON p.id = k.partner_id "  # noqa: S608
                 "WHERE k.prefix = %s",
                 (prefix,),

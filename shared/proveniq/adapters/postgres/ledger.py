@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+from proveniq.adapters.postgres import statements
 from proveniq.adapters.postgres.pool import Pool
 from proveniq.log.chain import Tail
 from proveniq.log.entry import Entry
@@ -337,7 +338,8 @@ def values_insert(
     params: list[Any] = []
     for e, payload in zip(entries, payloads, strict=True):
         params += _row(e, payload, actor)
-    cur.execute(
+    statements.execute(
+        cur,
         f"WITH ev AS (INSERT INTO events ({EVENT_COLUMNS}) VALUES {rows} RETURNING seq) "  # noqa: S608
         "INSERT INTO outbox (seq) SELECT seq FROM ev",
         params,

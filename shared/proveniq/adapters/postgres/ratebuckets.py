@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from proveniq.adapters.postgres import statements
 from proveniq.adapters.postgres.pool import Pool
 
 
@@ -11,7 +12,8 @@ class PostgresRateBuckets:
 
     def take(self, *, bucket: str, capacity: float, refill_per_second: float) -> float:
         with self.pool.transaction() as cur:
-            cur.execute(
+            statements.execute(
+                cur,
                 "INSERT INTO rate_buckets AS b (bucket, tokens, updated_at) "
                 "VALUES (%s, %s::float8 - 1, clock_timestamp()) ON CONFLICT (bucket) DO UPDATE SET "
                 "tokens = GREATEST(-1, LEAST(%s::float8, b.tokens + %s::float8 * EXTRACT(EPOCH "
