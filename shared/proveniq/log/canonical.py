@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from typing import Any
 
 import rfc8785
@@ -83,12 +84,29 @@ def parse_strict(raw: bytes | str, *, field: str = "") -> Any:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError as e:
         raise ValidationError("body is not valid UTF-8", field=field or "$") from e
+    suspect: list[str] = []  # numbers JCS cannot represent, seen while parsing
+
+    def parse_int(digits: str) -> int | _HugeInt:
+        if len(digits) < 16:  # |n| < 10^15 < 2^53
+            return int(digits)
+        n = _bounded_int(digits)
+        if isinstance(n, _HugeInt) or abs(n) > MAX_SAFE_INTEGER:
+            suspect.append(digits)
+        return n
+
+    def parse_float(digits: str) -> float:
+        f = float(digits)
+        if not math.isfinite(f):  # 1e400
+            suspect.append(digits)
+        return f
+
     try:
         value = json.loads(
             text,
             object_pairs_hook=_no_duplicates,
             parse_constant=_no_constants,
-            parse_int=_bounded_int,
+            parse_int=parse_int,
+            parse_float=parse_float,
         )
     except _DuplicateKey as e:
         raise ValidationError(f"duplicate key {e.key!r} in JSON object", field=e.key) from e
@@ -96,8 +114,16 @@ def parse_strict(raw: bytes | str, *, field: str = "") -> Any:
         raise ValidationError(f"{e.constant} is not valid JSON", field=field or "$") from e
     except (json.JSONDecodeError, RecursionError) as e:
         raise ValidationError(f"malformed JSON: {e}", field=field or "$") from e
-    check_representable(value, field=field)
+    # Parsed JSON holds only dicts, lists, strings, numbers, booleans and null; what JCS cannot
+    # represent is a number flagged above or a lone surrogate, which only a \uD800-\uDFFF
+    # escape can produce (the text is valid UTF-8). Without either, there is nothing to walk.
+    if suspect or _SURROGATE_ESCAPE.search(text):
+        check_representable(value, field=field)
     return value
+
+
+# A \u escape of a surrogate (or a literal backslash before "ud8".., which only costs a walk).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class _HugeInt:

@@ -9,6 +9,7 @@ FIELD-NOTES); integration takes its own advisory lock. Reads run in one transact
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -349,28 +350,42 @@ def values_insert(
 def copy_insert(cur: Any, entries: Sequence[Entry], payloads: Sequence[bytes], actor: str) -> None:
     """Large batches: COPY FROM STDIN (text format) is 1.3-1.6x faster than multi-row VALUES
     and skips pg8000's per-execute rewrite of a long parameterised statement."""
-    out = io.BytesIO()
-    for e, payload in zip(entries, payloads, strict=True):
-        fields = _row(e, payload, actor)
-        out.write(b"\t".join(_copy_field(v) for v in fields) + b"\n")
-    cur.execute(f"COPY events ({EVENT_COLUMNS}) FROM STDIN", stream=io.BytesIO(out.getvalue()))
+    stamps: dict[datetime, str] = {}  # a batch shares one recorded_at: format it once
+    lines = [
+        _copy_line(e, payload, actor, stamps) for e, payload in zip(entries, payloads, strict=True)
+    ]
+    data = "".join(lines).encode()
+    cur.execute(f"COPY events ({EVENT_COLUMNS}) FROM STDIN", stream=io.BytesIO(data))
     cur.execute(
         "INSERT INTO outbox (seq) SELECT generate_series(%s::bigint, %s::bigint)",
         (entries[0].seq, entries[-1].seq),
     )
 
 
-def _copy_field(v: Any) -> bytes:
-    if v is None:
-        return b"\\N"
-    if isinstance(v, bytes):
-        return b"\\\\x" + v.hex().encode()
-    if isinstance(v, datetime):
-        return format_time(v).encode()
-    if isinstance(v, int):
-        return str(v).encode()
-    text = str(v).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
-    return text.replace("\r", "\\r").encode()
+def _copy_line(e: Entry, payload: bytes, actor: str, stamps: dict[datetime, str]) -> str:
+    """One COPY text-format line of `_row(e, payload, actor)`: NULL as \\N, bytea as \\x hex,
+    timestamps in `format_time` form, text with backslash, tab, newline and CR escaped."""
+    recorded = stamps.get(e.recorded_at)
+    if recorded is None:
+        recorded = stamps[e.recorded_at] = format_time(e.recorded_at)
+    occurred = "\\N" if e.occurred_at is None else format_time(e.occurred_at)
+    texts = (e.id, e.tenant, e.type, e.subject, actor)
+    if _COPY_SPECIAL.search("".join(texts)):
+        texts = tuple(_copy_text(v) for v in texts)
+    eid, tenant, etype, subject, who = texts
+    return (
+        f"{e.seq}\t{eid}\t{tenant}\t{etype}\t{subject}\t\\\\x{e.payload_hash.hex()}\t"
+        f"\\\\x{payload.hex()}\t{occurred}\t{recorded}\t\\\\x{e.prev.hex()}\t"
+        f"\\\\x{e.leaf_hash().hex()}\t{who}\n"
+    )
+
+
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
+
+
+def _copy_text(v: str) -> str:
+    text = v.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+    return text.replace("\r", "\\r")
 
 
 def stored_event(row: Sequence[Any]) -> StoredEvent:
