@@ -135,8 +135,18 @@ def inject_attributes(
 ) -> dict[str, str]:
     """`attributes` plus the current (or given) trace context, for a Pub/Sub message."""
     out = dict(attributes or {})
-    _PROPAGATOR.inject(out, context=context)
+    span = trace.get_current_span(context).get_span_context()
+    global _last_injected
+    last = _last_injected  # a batch's messages share one span: its carrier is built once
+    if last is None or last[0] is not span:  # held here, so never a reused id
+        carrier: dict[str, str] = {}
+        _PROPAGATOR.inject(carrier, context=context)
+        last = _last_injected = (span, carrier)
+    out.update(last[1])
     return out
+
+
+_last_injected: tuple[SpanContext, dict[str, str]] | None = None
 
 
 def extract_attributes(attributes: Mapping[str, str]) -> otel_context.Context:

@@ -155,10 +155,7 @@ def _shape_ok(value: Any, depth: int) -> bool:
     if t is str:
         return len(value) <= MAX_STRING
     if t is dict:
-        for k, v in value.items():
-            if len(k) > 256 or not _shape_ok(v, depth + 1):
-                return False
-        return True
+        return all(len(k) <= 256 and _shape_ok(v, depth + 1) for k, v in value.items())
     if t is list:
         return all(_shape_ok(v, depth + 1) for v in value)
     return t in _SCALARS

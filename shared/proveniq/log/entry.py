@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from json.encoder import encode_basestring
 from datetime import datetime
+from json.encoder import encode_basestring as _string  # C; TypeError unless a str
 from typing import Any
 
 from proveniq.errors import ValidationError
@@ -113,13 +113,6 @@ class Entry:
         )
 
 
-def _string(value: str) -> str:
-    """A JSON string as RFC 8785 writes it (non-ASCII as is; TypeError for a non-string)."""
-    if not isinstance(value, str):
-        raise TypeError(value)
-    return encode_basestring(value)
-
-
 def hex32(value: Any, *, field: str) -> bytes:
     """Decode a lowercase-hex SHA-256 value."""
     if not isinstance(value, str) or not _HEX64.match(value):
@@ -166,18 +159,24 @@ class LeafTemplate:
                 f'"type":{_string(type)},"v":{ENTRY_VERSION}}}'
             ).encode()
         except (UnicodeEncodeError, TypeError):
-            head = canonicalize(
-                {
-                    "id": id,
-                    "occurred_at": format_time(occurred_at) if occurred_at else None,
-                    "payload_hash": payload_hash.hex(),
-                },
-                checked=True,
-            )[:-1] + b","
-            tail = b"," + canonicalize(
-                {"subject": subject, "tenant": tenant, "type": type, "v": ENTRY_VERSION},
-                checked=True,
-            )[1:]
+            head = (
+                canonicalize(
+                    {
+                        "id": id,
+                        "occurred_at": format_time(occurred_at) if occurred_at else None,
+                        "payload_hash": payload_hash.hex(),
+                    },
+                    checked=True,
+                )[:-1]
+                + b","
+            )
+            tail = (
+                b","
+                + canonicalize(
+                    {"subject": subject, "tenant": tenant, "type": type, "v": ENTRY_VERSION},
+                    checked=True,
+                )[1:]
+            )
         return cls(head=head, tail=tail)
 
     def fill(self, *, seq: int, prev: bytes, recorded_at: str) -> bytes:
