@@ -49,8 +49,10 @@ def test_each_span_injects_its_own_context(t: tracing.Tracing) -> None:
         with tracer.start_as_current_span(name) as span:
             a, b = tracing.inject_attributes({}), tracing.inject_attributes({"k": "v"})
             ctx = span.get_span_context()
-            assert a["traceparent"] == b["traceparent"] == (
-                f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+            assert (
+                a["traceparent"]
+                == b["traceparent"]
+                == (f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}")
             )
             seen.append(a["traceparent"])
     assert seen[0] != seen[1]

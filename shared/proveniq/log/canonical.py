@@ -63,7 +63,7 @@ def _plain_walk(v: Any) -> bool:
     if t is str or t is bool or v is None:
         return True
     if t is int:
-        return -MAX_SAFE_INTEGER <= v <= MAX_SAFE_INTEGER
+        return bool(-MAX_SAFE_INTEGER <= v <= MAX_SAFE_INTEGER)
     if t is dict:
         for k, item in v.items():
             if type(k) is not str or not k.isascii() or not _plain_walk(item):
@@ -155,7 +155,7 @@ def _representable(v: Any) -> bool:
     if t is str:
         return v.isascii() or _utf8(v)
     if t is int:
-        return -MAX_SAFE_INTEGER <= v <= MAX_SAFE_INTEGER
+        return bool(-MAX_SAFE_INTEGER <= v <= MAX_SAFE_INTEGER)
     if t is bool or v is None:
         return True
     if t is dict:

@@ -369,9 +369,9 @@ def _copy_line(e: Entry, payload: bytes, actor: str, stamps: dict[datetime, str]
     if recorded is None:
         recorded = stamps[e.recorded_at] = format_time(e.recorded_at)
     occurred = "\\N" if e.occurred_at is None else format_time(e.occurred_at)
-    texts = (e.id, e.tenant, e.type, e.subject, actor)
+    texts = [e.id, e.tenant, e.type, e.subject, actor]
     if _COPY_SPECIAL.search("".join(texts)):
-        texts = tuple(_copy_text(v) for v in texts)
+        texts = [_copy_text(v) for v in texts]
     eid, tenant, etype, subject, who = texts
     return (
         f"{e.seq}\t{eid}\t{tenant}\t{etype}\t{subject}\t\\\\x{e.payload_hash.hex()}\t"
