@@ -155,7 +155,12 @@ def _shape_ok(value: Any, depth: int) -> bool:
     if t is str:
         return len(value) <= MAX_STRING
     if t is dict:
-        return all(len(k) <= 256 and _shape_ok(v, depth + 1) for k, v in value.items())
+        for k, v in value.items():  # a loop, not all(...): no generator per object
+            if len(k) > 256 or not _shape_ok(v, depth + 1):
+                break
+        else:
+            return True
+        return False
     if t is list:
         return all(_shape_ok(v, depth + 1) for v in value)
     return t in _SCALARS
