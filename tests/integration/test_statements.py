@@ -3,14 +3,18 @@ rows and errors as cursor.execute, one preparation per connection, atomic on the
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from proveniq.adapters.postgres import statements
+from proveniq.adapters.postgres.ledger import EVENT_COLUMNS, copy_insert, stored_event
 from proveniq.adapters.postgres.pool import Pool, url_connector
 from proveniq.errors import ValidationError
+from proveniq.log.chain import Draft, Tail, link
 
 SQL = "SELECT %s::int + 1, %s::text, '100%%'"
 
@@ -69,3 +73,30 @@ def test_past_the_limit_statements_run_unnamed(pool: Pool, monkeypatch: pytest.M
     with pool.transaction() as cur:
         statements.execute(cur, "SELECT 3 WHERE %s", (True,))
         assert list(cur.fetchall()) == [[3]]
+
+
+def test_copy_rows_escape_text_and_round_trip(pool: Pool) -> None:
+    """copy_insert's COPY text lines: tabs, newlines, CR and backslashes in text survive."""
+    odd = "a\tb\\c\nd\re"
+    drafts = [
+        Draft(
+            id=f"evt_{i:032x}",
+            tenant="prt_0000000000000001",
+            type="claim.filed",
+            subject=odd if i == 1 else f"clm-{i}",
+            payload_hash=hashlib.sha256(b"%d" % i).digest(),
+            occurred_at=datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC) if i == 2 else None,
+        )
+        for i in range(3)
+    ]
+    entries = link(drafts, tail=Tail.empty(), recorded_at=datetime.now(UTC))
+    payloads = [b'{"n":%d}' % i for i in range(3)]
+    with pool.transaction() as cur:
+        copy_insert(cur, entries, payloads, odd)
+    with pool.transaction() as cur:
+        cur.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY seq")  # noqa: S608
+        stored = [stored_event(r) for r in cur.fetchall()]
+    assert [s.entry for s in stored] == entries
+    assert [s.payload for s in stored] == payloads
+    assert {s.actor for s in stored} == {odd}
+    assert [s.stored_leaf for s in stored] == [e.leaf_hash() for e in entries]
