@@ -4,6 +4,7 @@ import itertools
 from datetime import UTC, datetime
 
 import pytest
+import rfc8785
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -119,7 +120,7 @@ def test_leaf_template_equals_rfc8785_of_the_entry(
         occurred_at=occurred,
     )
     (linked,) = link([d], tail=Tail(size=seq, leaf_hash=prev), recorded_at=recorded)
-    fresh = Entry.from_json(linked.to_json())  # no cached hash: the rfc8785 path
+    fresh = Entry.from_json(linked.to_json())  # no cached hash: canonicalize's path
     filled = d.leaf_template.fill(seq=seq, prev=prev, recorded_at=format_time(recorded))
-    assert filled == fresh.leaf_bytes()
+    assert filled == fresh.leaf_bytes() == rfc8785.dumps(fresh.to_json())
     assert linked.leaf_hash() == fresh.leaf_hash()

@@ -40,6 +40,25 @@ def test_attributes_round_trip_keeps_the_trace(t: tracing.Tracing) -> None:
     assert spans["project"].parent.span_id == spans["publish"].context.span_id
 
 
+def test_each_span_injects_its_own_context(t: tracing.Tracing) -> None:
+    """Messages of one span share its carrier; another span (or none) gets its own."""
+    tracer = t.tracer()
+    assert "traceparent" not in tracing.inject_attributes({})
+    seen = []
+    for name in ("first", "second"):
+        with tracer.start_as_current_span(name) as span:
+            a, b = tracing.inject_attributes({}), tracing.inject_attributes({"k": "v"})
+            ctx = span.get_span_context()
+            assert (
+                a["traceparent"]
+                == b["traceparent"]
+                == (f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}")
+            )
+            seen.append(a["traceparent"])
+    assert seen[0] != seen[1]
+    assert "traceparent" not in tracing.inject_attributes({})
+
+
 def test_headers_round_trip_for_cloud_tasks(t: tracing.Tracing) -> None:
     tracer = t.tracer()
     with tracer.start_as_current_span("enqueue") as span:

@@ -28,7 +28,10 @@ class Authenticator:
         self._behind_gateway = behind_gateway  # API Gateway's own token is in Authorization
         self._accounts = accounts
         self._identity = identity
-        self._cache: TTLCache[str, KeyRecord] = TTLCache(maxsize=10_000, ttl=KEY_CACHE_SECONDS)
+        # prefix -> the key's record and its principal (both immutable values)
+        self._cache: TTLCache[str, tuple[KeyRecord, Principal]] = TTLCache(
+            maxsize=10_000, ttl=KEY_CACHE_SECONDS
+        )
         self._lock = threading.Lock()
 
     def authenticate(self, headers: Mapping[str, str], *, lookup: bool = True) -> Principal:
@@ -44,23 +47,25 @@ class Authenticator:
     def _api_key(self, key: str, *, lookup: bool = True) -> Principal:
         prefix = apikeys.prefix_of(key)
         with self._lock:
-            rec = self._cache.get(prefix)
-        if rec is None and not lookup:
+            cached = self._cache.get(prefix)
+        if cached is None and not lookup:
             raise RateLimited(
                 "too many failed authentications from this client; retry later", retry_after=60
             )
-        if rec is None:
+        if cached is None:
             try:
                 rec = self._accounts.lookup(prefix)
             except NotFound:
                 raise AuthInvalid("unknown API key") from None
+            cached = (rec, principal_of(rec))
             with self._lock:
-                self._cache[prefix] = rec
+                self._cache[prefix] = cached
+        rec, principal = cached
         if not apikeys.matches(key, rec.key_hash):
             raise AuthInvalid("unknown API key")
         if rec.revoked:
             raise AuthInvalid("API key has been revoked")
-        return principal_of(rec)
+        return principal
 
 
 def _credential(headers: Mapping[str, str], *, behind_gateway: bool = False) -> str:

@@ -16,6 +16,7 @@ from proveniq.ports import Principal
 
 TIER_CACHE_SECONDS = 30
 FAILURES_PER_MINUTE = 60
+_UNKNOWN = object()
 
 
 class Gate:
@@ -64,8 +65,9 @@ class Gate:
 
     def _tier(self, partner_id: str) -> str | None:
         with self._lock:
-            if partner_id in self._tiers:
-                return self._tiers[partner_id]
+            cached = self._tiers.get(partner_id, _UNKNOWN)  # None is cached too (suspended)
+        if cached is not _UNKNOWN:
+            return cached  # type: ignore[return-value]
         tier = self.accounts.partner_tier(partner_id)
         with self._lock:
             self._tiers[partner_id] = tier

@@ -42,7 +42,8 @@ def gateway_function(method: str, path: str, *, http_apps: Iterable[str]) -> str
     """Which function serves `method path` (health goes to the first HTTP function)."""
     name = function_for(method, path.rstrip("/") or "/")
     if name == "*":
-        served = [f for f in http_functions() if f in set(http_apps)]
+        apps = set(http_apps)
+        served = [f for f in http_functions() if f in apps]
         return "write_event" if "write_event" in served else (served[0] if served else None)
     return name
 

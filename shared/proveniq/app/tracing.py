@@ -135,8 +135,18 @@ def inject_attributes(
 ) -> dict[str, str]:
     """`attributes` plus the current (or given) trace context, for a Pub/Sub message."""
     out = dict(attributes or {})
-    _PROPAGATOR.inject(out, context=context)
+    span = trace.get_current_span(context).get_span_context()
+    global _last_injected
+    last = _last_injected  # a batch's messages share one span: its carrier is built once
+    if last is None or last[0] is not span:  # held here, so never a reused id
+        carrier: dict[str, str] = {}
+        _PROPAGATOR.inject(carrier, context=context)
+        last = _last_injected = (span, carrier)
+    out.update(last[1])
     return out
+
+
+_last_injected: tuple[SpanContext, dict[str, str]] | None = None
 
 
 def extract_attributes(attributes: Mapping[str, str]) -> otel_context.Context:
@@ -154,12 +164,42 @@ def inject_headers(
     return out
 
 
+class _LowercaseGetter(Getter[Mapping[str, str]]):
+    """Reads a carrier already keyed in lower case (`_lowered`)."""
+
+    def get(self, carrier: Mapping[str, str], key: str) -> list[str] | None:
+        value = carrier.get(key.lower())
+        return None if value is None else [value]
+
+    def keys(self, carrier: Mapping[str, str]) -> list[str]:
+        return list(carrier.keys())
+
+
+_LOWER = _LowercaseGetter()
+
+
+def _lowered(headers: Mapping[str, str]) -> dict[str, str]:
+    """`headers` keyed in lower case, read once: what `_CaseInsensitiveGetter` finds for a
+    lower-case key (the exact key if present, else the first case-insensitive match) without
+    a scan of every header for each key that is absent."""
+    out: dict[str, str] = {}
+    exact: dict[str, str] = {}
+    for k, v in headers.items():
+        low = k.lower()
+        out.setdefault(low, v)
+        if k == low:
+            exact.setdefault(low, v)
+    out.update(exact)
+    return out
+
+
 def extract_headers(headers: Mapping[str, str]) -> otel_context.Context:
     """The caller's trace context: W3C `traceparent`, else `X-Cloud-Trace-Context`."""
-    ctx = _PROPAGATOR.extract(headers, getter=_GETTER)
+    headers = _lowered(headers)
+    ctx = _PROPAGATOR.extract(headers, getter=_LOWER)
     if trace.get_current_span(ctx).get_span_context().is_valid:
         return ctx
-    found = _GETTER.get(headers, CLOUD_TRACE_HEADER)
+    found = _LOWER.get(headers, CLOUD_TRACE_HEADER)
     m = _CLOUD_TRACE.match(found[0].strip()) if found else None
     if m is None:
         return ctx

@@ -161,18 +161,45 @@ def routes_for(function: str, handlers: Mapping[str, object]) -> list[Route]:
     return out
 
 
+def matching(path: str) -> tuple[RouteSpec, ...]:
+    """Every route whose template matches `path`, in route-map order. A path without
+    parameters (`/v1/events`) is a dictionary look-up; others are matched once per distinct
+    path while they stay in a bounded cache."""
+    found = _STATIC.get(path)
+    if found is not None:
+        return found
+    return _cached_scan(path) if len(path) <= _CACHED_PATH else _scan(path)
+
+
+_CACHED_PATH = 256  # longer paths (none of ours) are matched without being cached
+
+
+def _scan(path: str) -> tuple[RouteSpec, ...]:
+    return tuple(s for s in ROUTES if s.regex.fullmatch(path))
+
+
+_cached_scan = functools.lru_cache(maxsize=2048)(_scan)
+
+
+# Each parameter-free template, with every route that matches it (templates included).
+_STATIC: dict[str, tuple[RouteSpec, ...]] = {
+    s.path: tuple(r for r in ROUTES if r.regex.fullmatch(s.path))
+    for s in ROUTES
+    if "{" not in s.path
+}
+
+
 def function_for(method: str, path: str) -> str | None:
     """Which function the gateway sends a request to: the one serving this method and path, or
     (for a 405 answer) the first one serving the path with another method."""
     fallback = None
-    for spec in ROUTES:
-        if spec.regex.fullmatch(path):
-            if spec.method == method:
-                return spec.function
-            fallback = fallback or spec.function
+    for spec in matching(path):
+        if spec.method == method:
+            return spec.function
+        fallback = fallback or spec.function
     return fallback
 
 
 def allowed_methods(path: str) -> set[str]:
     """Every method the route map serves on `path` (for a 405's Allow header)."""
-    return {s.method for s in ROUTES if s.regex.fullmatch(path)}
+    return {s.method for s in matching(path)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from proveniq.edge.http import Reply
@@ -29,9 +30,21 @@ def acknowledgement(e: Entry) -> dict[str, Any]:
         "id": e.id,
         "seq": e.seq,
         "leaf_hash": e.leaf_hash().hex(),
-        "recorded_at": format_time(e.recorded_at),
+        "recorded_at": _recorded(e.recorded_at),
         "proof_url": proof_url(e.id),
     }
+
+
+_last_recorded: tuple[datetime, str] | None = None
+
+
+def _recorded(t: datetime) -> str:
+    """`format_time(t)`, formatted once for the many entries of a batch (one recorded_at)."""
+    global _last_recorded
+    last = _last_recorded
+    if last is None or last[0] is not t:
+        last = _last_recorded = (t, format_time(t))
+    return last[1]
 
 
 def event_view(ev: StoredEvent) -> dict[str, Any]:

@@ -64,21 +64,25 @@ def link(drafts: Sequence[Draft], *, tail: Tail, recorded_at: datetime) -> list[
     entries: list[Entry] = []
     prev = tail.leaf_hash
     stamp = format_time(recorded_at)
+    new = object.__new__
     for offset, d in enumerate(drafts):
         seq = tail.size + offset
-        e = Entry(
+        leaf = merkle.leaf_hash(d.leaf_template.fill(seq=seq, prev=prev, recorded_at=stamp))
+        # Entry's fields set directly (its frozen __init__ costs one object.__setattr__ per
+        # field, the largest part of linking): the same instance, its leaf hash cached.
+        e = new(Entry)
+        e.__dict__.update(
             seq=seq,
             id=d.id,
             tenant=d.tenant,
             type=d.type,
             subject=d.subject,
             payload_hash=d.payload_hash,
-            occurred_at=d.occurred_at,
             recorded_at=recorded_at,
             prev=prev,
+            occurred_at=d.occurred_at,
+            _leaf_hash=leaf,
         )
-        leaf = merkle.leaf_hash(d.leaf_template.fill(seq=seq, prev=prev, recorded_at=stamp))
-        object.__setattr__(e, "_leaf_hash", leaf)
         prev = leaf
         entries.append(e)
     return entries

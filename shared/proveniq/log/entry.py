@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from json.encoder import encode_basestring as _string  # C; TypeError unless a str
 from typing import Any
 
 from proveniq.errors import ValidationError
@@ -144,19 +145,39 @@ class LeafTemplate:
         payload_hash: bytes,
         occurred_at: datetime | None,
     ) -> LeafTemplate:
-        # Plain strings of known shape: rfc8785 itself refuses anything it cannot encode.
-        head = canonicalize(
-            {
-                "id": id,
-                "occurred_at": format_time(occurred_at) if occurred_at else None,
-                "payload_hash": payload_hash.hex(),
-            },
-            checked=True,
-        )
-        tail = canonicalize(
-            {"subject": subject, "tenant": tenant, "type": type, "v": ENTRY_VERSION}, checked=True
-        )
-        return cls(head=head[:-1] + b",", tail=b"," + tail[1:])
+        # Written directly in RFC 8785 key order, strings escaped by the C JSON encoder (its
+        # escapes are RFC 8785's); anything that is not plain UTF-8 text goes through
+        # `canonicalize`, which refuses what it cannot encode.
+        occurred = "null" if occurred_at is None else f'"{format_time(occurred_at)}"'
+        try:
+            head = (
+                f'{{"id":{_string(id)},"occurred_at":{occurred},'
+                f'"payload_hash":"{payload_hash.hex()}",'
+            ).encode()
+            tail = (
+                f',"subject":{_string(subject)},"tenant":{_string(tenant)},'
+                f'"type":{_string(type)},"v":{ENTRY_VERSION}}}'
+            ).encode()
+        except (UnicodeEncodeError, TypeError):
+            head = (
+                canonicalize(
+                    {
+                        "id": id,
+                        "occurred_at": format_time(occurred_at) if occurred_at else None,
+                        "payload_hash": payload_hash.hex(),
+                    },
+                    checked=True,
+                )[:-1]
+                + b","
+            )
+            tail = (
+                b","
+                + canonicalize(
+                    {"subject": subject, "tenant": tenant, "type": type, "v": ENTRY_VERSION},
+                    checked=True,
+                )[1:]
+            )
+        return cls(head=head, tail=tail)
 
     def fill(self, *, seq: int, prev: bytes, recorded_at: str) -> bytes:
         """`recorded_at` already in `timefmt.format_time` form (shared by a whole batch)."""

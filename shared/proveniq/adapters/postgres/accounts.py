@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from proveniq.adapters.postgres import statements
 from proveniq.adapters.postgres.pool import Pool
 from proveniq.ports import KeyRecord, Partner
 
@@ -56,12 +57,13 @@ class PostgresAccounts:
             return cur.fetchone() is not None
 
     def active_partner_tier(self, partner_id: str) -> str | None:
-        with self.pool.transaction() as cur:
-            cur.execute(
-                "SELECT tier FROM partners WHERE id = %s AND disabled_at IS NULL", (partner_id,)
+        with self.pool.connection() as conn:  # one statement, one round trip
+            found = statements.rows(
+                conn,
+                "SELECT tier FROM partners WHERE id = %s AND disabled_at IS NULL",
+                (partner_id,),
             )
-            row = cur.fetchone()
-        return None if row is None else str(row[0])
+        return None if not found else str(found[0][0])
 
     def insert_key(
         self,
@@ -90,14 +92,14 @@ class PostgresAccounts:
         return outcome  # type: ignore[return-value]
 
     def key_by_prefix(self, prefix: str) -> KeyRecord | None:
-        with self.pool.transaction() as cur:
-            cur.execute(
+        with self.pool.connection() as conn:  # one statement, one round trip
+            found = statements.rows(
+                conn,
                 f"SELECT {_KEY} FROM api_keys k LEFT JOIN partners p ON p.id = k.partner_id "  # noqa: S608
                 "WHERE k.prefix = %s",
                 (prefix,),
             )
-            row = cur.fetchone()
-        return None if row is None else _key(row)
+        return None if not found else _key(found[0])
 
 
 _PARTNER = "id, name, tier, created_at, disabled_at IS NOT NULL"

@@ -15,11 +15,13 @@ bind+execute) plus two for BEGIN and COMMIT.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+from proveniq.adapters.postgres import statements
 from proveniq.adapters.postgres.pool import Pool
 from proveniq.log.chain import Tail
 from proveniq.log.entry import Entry
@@ -191,7 +193,7 @@ class _Nodes:
         if self.prepared is None:
             self.cur.execute(sql, params)
             return list(self.cur.fetchall())
-        return run_prepared(self.prepared, sql, params)
+        return statements.rows(self.prepared, sql, params)
 
     def nodes(self, ids: Sequence[NodeId]) -> dict[NodeId, bytes]:
         if not ids:
@@ -210,45 +212,6 @@ class _Nodes:
 
 
 LATEST_CHECKPOINT_SQL = "SELECT size, root, note FROM checkpoints ORDER BY size DESC LIMIT 1"
-
-
-def run_prepared(conn: Any, sql: str, params: Sequence[Any]) -> list[Any]:
-    """Run `sql` (%s placeholders) as a named prepared statement of the pg8000 connection
-    `conn`, parsed on its first use on that connection: one round trip (bind, execute, sync).
-    The connection must be in autocommit mode (no BEGIN is sent)."""
-    from pg8000.converters import make_params
-
-    cache: dict[str, Any] = conn.__dict__.setdefault("_proveniq_prepared", {})
-    statement = cache.get(sql)
-    if statement is None:
-        numbered = sql
-        for i in range(sql.count("%s")):
-            numbered = numbered.replace("%s", f"${i + 1}", 1)
-        name, columns, input_funcs = conn.prepare_statement(numbered, ())
-        funcs = [
-            _timestamptz if c.get("type_oid") == TIMESTAMPTZ_OID else f
-            for c, f in zip(columns or (), input_funcs or (), strict=True)
-        ]
-        statement = cache[sql] = (numbered, name, columns, funcs)
-    text, name, columns, input_funcs = statement
-    context = conn.execute_named(
-        name, make_params(conn.py_types, params), columns, input_funcs, text
-    )
-    return list(context.rows or ())
-
-
-TIMESTAMPTZ_OID = 1184
-
-
-def _timestamptz(text: str) -> Any:
-    """pg8000's timestamptz parser goes through strptime (~0.1 ms a value); the server's
-    ISO output (UTC session, see pool.prepare_connection) parses with fromisoformat."""
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        from pg8000.converters import timestamptz_in
-
-        return timestamptz_in(text)
 
 
 class CursorView(_Nodes):
@@ -402,7 +365,8 @@ def values_insert(
     params: list[Any] = []
     for e, payload in zip(entries, payloads, strict=True):
         params += _row(e, payload, actor)
-    cur.execute(
+    statements.execute(
+        cur,
         f"WITH ev AS (INSERT INTO events ({EVENT_COLUMNS}) VALUES {rows} RETURNING seq) "  # noqa: S608
         "INSERT INTO outbox (seq) SELECT seq FROM ev",
         params,
@@ -412,28 +376,42 @@ def values_insert(
 def copy_insert(cur: Any, entries: Sequence[Entry], payloads: Sequence[bytes], actor: str) -> None:
     """Large batches: COPY FROM STDIN (text format) is 1.3-1.6x faster than multi-row VALUES
     and skips pg8000's per-execute rewrite of a long parameterised statement."""
-    out = io.BytesIO()
-    for e, payload in zip(entries, payloads, strict=True):
-        fields = _row(e, payload, actor)
-        out.write(b"\t".join(_copy_field(v) for v in fields) + b"\n")
-    cur.execute(f"COPY events ({EVENT_COLUMNS}) FROM STDIN", stream=io.BytesIO(out.getvalue()))
+    stamps: dict[datetime, str] = {}  # a batch shares one recorded_at: format it once
+    lines = [
+        _copy_line(e, payload, actor, stamps) for e, payload in zip(entries, payloads, strict=True)
+    ]
+    data = "".join(lines).encode()
+    cur.execute(f"COPY events ({EVENT_COLUMNS}) FROM STDIN", stream=io.BytesIO(data))
     cur.execute(
         "INSERT INTO outbox (seq) SELECT generate_series(%s::bigint, %s::bigint)",
         (entries[0].seq, entries[-1].seq),
     )
 
 
-def _copy_field(v: Any) -> bytes:
-    if v is None:
-        return b"\\N"
-    if isinstance(v, bytes):
-        return b"\\\\x" + v.hex().encode()
-    if isinstance(v, datetime):
-        return format_time(v).encode()
-    if isinstance(v, int):
-        return str(v).encode()
-    text = str(v).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
-    return text.replace("\r", "\\r").encode()
+def _copy_line(e: Entry, payload: bytes, actor: str, stamps: dict[datetime, str]) -> str:
+    """One COPY text-format line of `_row(e, payload, actor)`: NULL as \\N, bytea as \\x hex,
+    timestamps in `format_time` form, text with backslash, tab, newline and CR escaped."""
+    recorded = stamps.get(e.recorded_at)
+    if recorded is None:
+        recorded = stamps[e.recorded_at] = format_time(e.recorded_at)
+    occurred = "\\N" if e.occurred_at is None else format_time(e.occurred_at)
+    texts = [e.id, e.tenant, e.type, e.subject, actor]
+    if _COPY_SPECIAL.search("".join(texts)):
+        texts = [_copy_text(v) for v in texts]
+    eid, tenant, etype, subject, who = texts
+    return (
+        f"{e.seq}\t{eid}\t{tenant}\t{etype}\t{subject}\t\\\\x{e.payload_hash.hex()}\t"
+        f"\\\\x{payload.hex()}\t{occurred}\t{recorded}\t\\\\x{e.prev.hex()}\t"
+        f"\\\\x{e.leaf_hash().hex()}\t{who}\n"
+    )
+
+
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
+
+
+def _copy_text(v: str) -> str:
+    text = v.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+    return text.replace("\r", "\\r")
 
 
 def stored_event(row: Sequence[Any]) -> StoredEvent:

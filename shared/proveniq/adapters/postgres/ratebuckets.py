@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from proveniq.adapters.postgres import statements
 from proveniq.adapters.postgres.pool import Pool
 
 
@@ -10,8 +11,10 @@ class PostgresRateBuckets:
         self.pool = pool
 
     def take(self, *, bucket: str, capacity: float, refill_per_second: float) -> float:
-        with self.pool.transaction() as cur:
-            cur.execute(
+        # One statement, committed on its own: one round trip (no BEGIN/COMMIT around it).
+        with self.pool.connection() as conn:
+            ((tokens,),) = statements.rows(
+                conn,
                 "INSERT INTO rate_buckets AS b (bucket, tokens, updated_at) "
                 "VALUES (%s, %s::float8 - 1, clock_timestamp()) ON CONFLICT (bucket) DO UPDATE SET "
                 "tokens = GREATEST(-1, LEAST(%s::float8, b.tokens + %s::float8 * EXTRACT(EPOCH "
@@ -19,5 +22,4 @@ class PostgresRateBuckets:
                 "updated_at = clock_timestamp() RETURNING tokens",
                 (bucket, float(capacity), float(capacity), float(refill_per_second)),
             )
-            (tokens,) = cur.fetchone()
         return float(tokens)
