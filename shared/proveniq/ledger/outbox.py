@@ -27,14 +27,22 @@ MARK_BATCH_MAX = 5000
 
 
 def message_for(ev: StoredEvent) -> Message:
+    """The event as a `ledger-events` message. The stored payload is its canonical JSON text
+    (what payload_hash commits to), so it is embedded as is rather than parsed and re-encoded."""
     e = ev.entry
-    doc = {
-        "entry": e.to_json(),
-        "leaf_hash": e.leaf_hash().hex(),
-        "payload": None if ev.payload is None else json.loads(ev.payload),
-    }
+    data = b"".join(
+        (
+            b'{"entry":',
+            json.dumps(e.to_json(), separators=(",", ":")).encode(),
+            b',"leaf_hash":"',
+            e.leaf_hash().hex().encode(),
+            b'","payload":',
+            b"null" if ev.payload is None else ev.payload,
+            b"}",
+        )
+    )
     return Message(
-        data=json.dumps(doc, separators=(",", ":")).encode(),
+        data=data,
         attributes={"event_id": e.id, "tenant": e.tenant, "type": e.type, "seq": str(e.seq)},
         ordering_key=f"{e.tenant}/{e.subject}",
     )
