@@ -19,6 +19,11 @@ Adapters are chosen here (`backend`), never by "if testing" elsewhere.
     PROVENIQ_MAX_BODY_BYTES   request body limit                [1048576]
     PROVENIQ_POOL_SIZE        database connections per instance [8]
     PROVENIQ_SEAL_INTERVAL_MS local stack's batch_merkle timer   [1000]
+    PROVENIQ_GROUP_COMMIT     sequence concurrent single-event writes of an instance together,
+                              one lock and one transaction per group (false: one each) [true]
+    PROVENIQ_GROUP_COMMIT_WAIT_MS  how long the first request of a group may wait for company,
+                              in milliseconds (>= 0)            [1]
+    PROVENIQ_GROUP_COMMIT_MAX requests per group at most        [64]
     PORT                      local gateway port                [8080]
     PROVENIQ_TELEMETRY        metrics and traces on (true) or off, for overhead measurements [true]
     PROVENIQ_PUBLIC_BASE_URL  where partners reach the API (proof URLs in webhooks)
@@ -88,6 +93,9 @@ class Settings(BaseSettings):
     max_body_bytes: PositiveInt = 1024 * 1024
     pool_size: PositiveInt = 8
     seal_interval_ms: PositiveInt = 1000
+    group_commit: bool = True
+    group_commit_wait_ms: float = Field(default=1.0, ge=0, le=10_000)
+    group_commit_max: PositiveInt = 64
     port: PositiveInt = Field(default=8080, validation_alias=AliasChoices("PORT", "port"))
     public_base_url: str = "http://127.0.0.1:8080"
     telemetry: bool = True

@@ -42,7 +42,7 @@ from proveniq.ledger.outbox import Relay
 from proveniq.ledger.proofs import Proofs
 from proveniq.ledger.publishing import CheckpointPublisher
 from proveniq.ledger.queries import Queries
-from proveniq.ledger.sequencing import Sequencer
+from proveniq.ledger.sequencing import GroupCommit, Sequencer
 from proveniq.log.note import NoteVerifier
 from proveniq.log.signer import Signer
 from proveniq.ports import Bus, IdentityVerifier, NoTelemetry, Telemetry
@@ -110,7 +110,13 @@ class Runtime:
             ),
             bus=the_bus,
             relay=relay,
-            sequencer=Sequencer(store=ledger, relay=relay, reader=ledger, telemetry=telemetry),
+            sequencer=Sequencer(
+                store=ledger,
+                relay=relay,
+                reader=ledger,
+                telemetry=telemetry,
+                group=_group_commit(settings),
+            ),
             publisher=publisher,
             integrator=Integrator(store=ledger, publisher=publisher, telemetry=telemetry),
             proofs=proofs,
@@ -272,6 +278,14 @@ def release_runtime() -> None:
     if close is not None:
         close()
     rt.pool.dispose()
+
+
+def _group_commit(settings: Settings) -> GroupCommit | None:
+    if not settings.group_commit:
+        return None  # one transaction per request
+    return GroupCommit(
+        wait=settings.group_commit_wait_ms / 1000, max_size=settings.group_commit_max
+    )
 
 
 def _connector(settings: Settings) -> pg.Connect:
