@@ -102,7 +102,7 @@ class Request:
 
 class Replay:
     """A request's outcome in a group: its idempotency key was recorded by another
-    transaction; answer with that record (`Sequencer.replay`)."""
+    transaction; the request's own thread answers with that record, read after the commit."""
 
 
 Outcome = Sequenced | ProveniqError | Replay
