@@ -169,9 +169,43 @@ class SequencingTx(Protocol):
         re-raised); the transaction and the lock stay."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class Locked:
+    """What a group's transaction reads under the write lock."""
+
+    tail: Tail
+    recorded_at: datetime  # the database clock, read under the lock
+    statuses: Mapping[tuple[str, str], str]  # (tenant, subject) -> status, for those that have one
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupWrite:
+    """Everything a group of requests writes, in one statement."""
+
+    events: Sequence[StoredEvent]  # in seq order, contiguous from the locked tail
+    statuses: Mapping[tuple[str, str], tuple[str, int]]  # (tenant, subject) -> (status, seq)
+    responses: Sequence[tuple[str, Idempotency, StoredResponse]]  # (tenant, key, response)
+
+
+class GroupTx(Protocol):
+    """The sequencing transaction of a group (group commit): two round trips in all."""
+
+    def lock(self, subjects: Sequence[tuple[str, str]]) -> Locked:
+        """Begin, take the write lock, then read the tail, the clock and the statuses of
+        `subjects` (tenant, subject pairs) - one round trip."""
+
+    def commit(self, write: GroupWrite) -> Sequence[int]:
+        """Write everything and commit - one round trip. If another transaction recorded some
+        of the idempotency keys of `write.responses` meanwhile, nothing is written (rolled
+        back) and their positions in `write.responses` are returned; else an empty list."""
+
+
 class SequencingStore(Protocol):
     def sequencing(self) -> AbstractContextManager[SequencingTx]:
         """A transaction that commits on a clean exit and rolls back on an exception."""
+
+    def group(self) -> AbstractContextManager[GroupTx]:
+        """A group's transaction: committed by `GroupTx.commit`, rolled back otherwise."""
 
     def stored_response(self, tenant: str, key: str) -> tuple[bytes, StoredResponse] | None:
         """(request hash, response) recorded for an idempotency key."""

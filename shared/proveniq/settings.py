@@ -27,6 +27,11 @@ Adapters are chosen here (`backend`), never by "if testing" elsewhere.
                               run of the same instance takes over at once; 0: one seal   [70]
     PROVENIQ_SEAL_TICK_SECONDS the local stack's stand-in for Cloud Scheduler: one tick to
                               batch_merkle at start, then every this many seconds (local) [60]
+    PROVENIQ_GROUP_COMMIT     sequence concurrent single-event writes of an instance together,
+                              one lock and one transaction per group (false: one each) [true]
+    PROVENIQ_GROUP_COMMIT_WAIT_MS  how long the first request of a group may wait for company,
+                              in milliseconds (>= 0)            [1]
+    PROVENIQ_GROUP_COMMIT_MAX requests per group at most        [64]
     PORT                      local gateway port                [8080]
     PROVENIQ_TELEMETRY        metrics and traces on (true) or off, for overhead measurements [true]
     PROVENIQ_PUBLIC_BASE_URL  where partners reach the API (proof URLs in webhooks)
@@ -101,6 +106,9 @@ class Settings(BaseSettings):
     seal_interval_ms: PositiveInt = 500
     seal_run_seconds: float = Field(default=70.0, ge=0, le=3600)
     seal_tick_seconds: PositiveInt = 60
+    group_commit: bool = True
+    group_commit_wait_ms: float = Field(default=1.0, ge=0, le=10_000)
+    group_commit_max: PositiveInt = 64
     port: PositiveInt = Field(default=8080, validation_alias=AliasChoices("PORT", "port"))
     public_base_url: str = "http://127.0.0.1:8080"
     telemetry: bool = True

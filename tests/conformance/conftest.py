@@ -19,7 +19,7 @@ from proveniq.ledger.integration import Integrator
 from proveniq.ledger.proofs import Proofs
 from proveniq.ledger.publishing import CheckpointPublisher
 from proveniq.ledger.queries import Queries
-from proveniq.ledger.sequencing import Sequencer
+from proveniq.ledger.sequencing import GroupCommit, Sequencer
 from proveniq.log.signer import Ed25519Signer
 
 ORIGIN = "proveniq.test/conformance"
@@ -45,7 +45,10 @@ def _subject(kind: str, ledger: Any, accounts: Any, buckets: Any) -> Subject:
         ledger=ledger,
         accounts=Accounts(accounts),
         buckets=buckets,
-        sequencer=Sequencer(store=ledger, relay=None, reader=ledger),
+        # group commit on, as the app runs it
+        sequencer=Sequencer(
+            store=ledger, relay=None, reader=ledger, group=GroupCommit(wait=0.001, max_size=64)
+        ),
         integrator=Integrator(store=ledger, publisher=publisher),
         proofs=Proofs(reader=ledger, publisher=publisher),
         queries=Queries(reader=ledger),

@@ -44,7 +44,7 @@ from proveniq.ledger.proofs import Proofs
 from proveniq.ledger.publishing import CheckpointPublisher
 from proveniq.ledger.queries import Queries
 from proveniq.ledger.replica import ReplicaReader
-from proveniq.ledger.sequencing import Sequencer
+from proveniq.ledger.sequencing import GroupCommit, Sequencer
 from proveniq.log.note import NoteVerifier
 from proveniq.log.signer import Signer
 from proveniq.ports import Bus, IdentityVerifier, NoTelemetry, Telemetry
@@ -135,7 +135,13 @@ class Runtime:
             ),
             bus=the_bus,
             relay=relay,
-            sequencer=Sequencer(store=ledger, relay=relay, reader=ledger, telemetry=telemetry),
+            sequencer=Sequencer(
+                store=ledger,
+                relay=relay,
+                reader=ledger,
+                telemetry=telemetry,
+                group=_group_commit(settings),
+            ),
             publisher=publisher,
             integrator=Integrator(store=ledger, publisher=publisher, telemetry=telemetry),
             proofs=proofs,
@@ -346,6 +352,14 @@ def _reads(
         claims=ClaimVerification(queries=queries, proofs=proofs),
         reader=reader,
         pool=pool,
+    )
+
+
+def _group_commit(settings: Settings) -> GroupCommit | None:
+    if not settings.group_commit:
+        return None  # one transaction per request
+    return GroupCommit(
+        wait=settings.group_commit_wait_ms / 1000, max_size=settings.group_commit_max
     )
 
 

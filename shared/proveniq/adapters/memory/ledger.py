@@ -3,6 +3,7 @@ process (the unit tests' vehicle and the conformance suite's second subject).
 
 Transactions stage their writes and apply them on a clean exit only; the sequencing and the
 integration transactions each hold their own lock from start to commit, as the advisory locks do.
+Like PostgreSQL, text containing NUL is refused (`ValidationError`, as SQLSTATE 22021 is mapped).
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from proveniq.errors import Conflict
+from proveniq.errors import Conflict, ValidationError
 from proveniq.log.chain import Tail
 from proveniq.log.entry import ZERO_HASH, Entry
 from proveniq.log.integrate import NodeId
 from proveniq.ports import (
     EventFilter,
+    GroupWrite,
     Idempotency,
+    Locked,
     StoredCheckpoint,
     StoredEvent,
     StoredResponse,
@@ -59,6 +62,14 @@ class MemoryLedger:
         try:
             yield tx
             tx.commit()
+        finally:
+            tx.release()
+
+    @contextmanager
+    def group(self) -> Iterator[_GroupTx]:
+        tx = _GroupTx(self)
+        try:
+            yield tx
         finally:
             tx.release()
 
@@ -147,16 +158,7 @@ class _SequencingTx:
         if not self._locked:
             self._ledger._write_lock.acquire()
             self._locked = True
-        with self._ledger._data:
-            events = self._ledger._state.events
-            tail = (
-                Tail(size=len(events), leaf_hash=events[-1].entry.leaf_hash())
-                if events
-                else Tail(size=0, leaf_hash=ZERO_HASH)
-            )
-            last = events[-1].entry.recorded_at if events else None
-        now = datetime.now(UTC)
-        return tail, max(now, last) if last else now
+        return _tail(self._ledger)
 
     def subject_statuses(self, tenant: str, subjects: Sequence[str]) -> dict[str, str]:
         with self._ledger._data:
@@ -164,6 +166,7 @@ class _SequencingTx:
             return {s: st[(tenant, s)][0] for s in subjects if (tenant, s) in st}
 
     def insert(self, entries: Sequence[Entry], payloads: Sequence[bytes], actor: str) -> None:
+        _text(actor, *(x for e in entries for x in (e.id, e.tenant, e.type, e.subject)))
         with self._ledger._data:
             s = self._ledger._state
             for e in entries:
@@ -179,6 +182,7 @@ class _SequencingTx:
             self._statuses[(tenant, subject)] = value
 
     def save_response(self, tenant: str, idem: Idempotency, response: StoredResponse) -> bool:
+        _text(tenant, idem.key)
         with self._ledger._data:
             if (tenant, idem.key) in self._ledger._state.responses:
                 return False
@@ -202,23 +206,109 @@ class _SequencingTx:
 
     def commit(self) -> None:
         with self._ledger._data:
-            s = self._ledger._state
-            now = time.monotonic()
-            for ev in self._events:
-                seq = ev.entry.seq
-                if seq != len(s.events):
-                    raise Conflict(f"seq {seq} out of order (the write lock was not taken)")
-                s.events.append(ev)
-                s.by_id[ev.entry.id] = seq
-                s.by_leaf[ev.entry.leaf_hash()] = seq
-                s.relayable_at[seq] = now
-            s.statuses.update(self._statuses)
-            s.responses.update(self._responses)
+            _apply(self._ledger._state, self._events, self._statuses, self._responses)
 
     def release(self) -> None:
         if self._locked:
             self._ledger._write_lock.release()
             self._locked = False
+
+
+class _GroupTx:
+    def __init__(self, ledger: MemoryLedger) -> None:
+        self._ledger = ledger
+        self._locked = False
+
+    def lock(self, subjects: Sequence[tuple[str, str]]) -> Locked:
+        if not self._locked:
+            self._ledger._write_lock.acquire()
+            self._locked = True
+        tail, recorded_at = _tail(self._ledger)
+        with self._ledger._data:
+            st = self._ledger._state.statuses
+            statuses = {k: st[k][0] for k in subjects if k in st}
+        return Locked(tail=tail, recorded_at=recorded_at, statuses=statuses)
+
+    def commit(self, write: GroupWrite) -> list[int]:
+        if not self._locked:
+            raise Conflict("commit without the write lock")
+        for ev in write.events:
+            e = ev.entry
+            _text(ev.actor, e.id, e.tenant, e.type, e.subject)
+        for tenant, idem, _ in write.responses:
+            _text(tenant, idem.key)
+        with self._ledger._data:
+            s = self._ledger._state
+            taken = [
+                i for i, (t, idem, _) in enumerate(write.responses) if (t, idem.key) in s.responses
+            ]
+            if taken:
+                return taken
+            _apply(
+                s,
+                [
+                    StoredEvent(
+                        entry=ev.entry,
+                        payload=ev.payload,
+                        actor=ev.actor,
+                        stored_leaf=ev.entry.leaf_hash(),
+                    )
+                    for ev in write.events
+                ],
+                dict(write.statuses),
+                {(t, i.key): (i.request_hash, r) for t, i, r in write.responses},
+            )
+        return []
+
+    def release(self) -> None:
+        if self._locked:
+            self._ledger._write_lock.release()
+            self._locked = False
+
+
+def _tail(ledger: MemoryLedger) -> tuple[Tail, datetime]:
+    """The tail and the clock, never before the last entry's (the caller holds the lock)."""
+    with ledger._data:
+        events = ledger._state.events
+        tail = (
+            Tail(size=len(events), leaf_hash=events[-1].entry.leaf_hash())
+            if events
+            else Tail(size=0, leaf_hash=ZERO_HASH)
+        )
+        last = events[-1].entry.recorded_at if events else None
+    now = datetime.now(UTC)
+    return tail, max(now, last) if last else now
+
+
+def _apply(
+    s: _State,
+    events: Sequence[StoredEvent],
+    statuses: Mapping[tuple[str, str], tuple[str, int]],
+    responses: Mapping[tuple[str, str], tuple[bytes, StoredResponse]],
+) -> None:
+    """Apply a transaction's writes to the state (all checks first: all or nothing)."""
+    for offset, ev in enumerate(events):
+        seq = ev.entry.seq
+        if seq != len(s.events) + offset:
+            raise Conflict(f"seq {seq} out of order (the write lock was not taken)")
+        if ev.entry.id in s.by_id:
+            raise Conflict(f"event id {ev.entry.id} exists")
+    now = time.monotonic()
+    for ev in events:
+        seq = ev.entry.seq
+        s.events.append(ev)
+        s.by_id[ev.entry.id] = seq
+        s.by_leaf[ev.entry.leaf_hash()] = seq
+        s.relayable_at[seq] = now
+    s.statuses.update(statuses)
+    s.responses.update(responses)
+
+
+def _text(*values: str) -> None:
+    if any("\x00" in v for v in values):
+        raise ValidationError(
+            "a value is malformed or out of range for the ledger", field="request"
+        )
 
 
 class _View:

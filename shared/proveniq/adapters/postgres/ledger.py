@@ -6,6 +6,10 @@ Sequencing takes `pg_advisory_xact_lock` and reads the tail in one function call
 FIELD-NOTES); integration takes its own advisory lock and announces each checkpoint with
 `NOTIFY proveniq_checkpoint` (delivered at commit; `adapters.postgres.watch` listens).
 
+A group's transaction (group commit, `PostgresLedger.group`) is two round trips, each a
+`pool.pipeline`: BEGIN + `ledger_lock_group` (lock, then tail, clock and subject statuses),
+then `ledger_append_group` (events, outbox, statuses, idempotency records) + COMMIT.
+
 Reads (`snapshot`) run without BEGIN/COMMIT (autocommit: under READ COMMITTED every statement
 already had its own snapshot), their hot statements as named prepared statements, parsed once
 per connection: one round trip per statement instead of pg8000's three (parse, describe,
@@ -14,22 +18,28 @@ bind+execute) plus two for BEGIN and COMMIT.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+import pg8000
+
 from proveniq.adapters.postgres import statements
-from proveniq.adapters.postgres.pool import Pool
+from proveniq.adapters.postgres.pool import Pool, pipeline, translate
+from proveniq.errors import InternalError
 from proveniq.log.chain import Tail
 from proveniq.log.entry import Entry
 from proveniq.log.integrate import NodeId
 from proveniq.log.timefmt import format_time
 from proveniq.ports import (
     EventFilter,
+    GroupWrite,
     Idempotency,
+    Locked,
     StoredCheckpoint,
     StoredEvent,
     StoredResponse,
@@ -58,16 +68,32 @@ class PostgresLedger:
         with self.pool.transaction() as cur:
             yield _SequencingTx(cur)
 
+    @contextmanager
+    def group(self) -> Iterator[_GroupTx]:
+        with self.pool.connection() as conn:
+            tx = _GroupTx(conn)
+            try:
+                yield tx
+            finally:
+                if conn._in_transaction:  # not committed: an exception, or nothing to write
+                    with contextlib.suppress(Exception):  # a broken connection is discarded
+                        pipeline(conn, [("ROLLBACK", ())])
+
     def stored_response(self, tenant: str, key: str) -> tuple[bytes, StoredResponse] | None:
-        with self.pool.transaction() as cur:
-            cur.execute(
-                "SELECT request_hash, status, response FROM idempotency_keys "
-                "WHERE tenant = %s AND key = %s",
-                (tenant, key),
-            )
-            row = cur.fetchone()
-        if row is None:
+        with self.pool.connection() as conn:  # one round trip, no explicit transaction
+            rows = pipeline(
+                conn,
+                [
+                    (
+                        "SELECT request_hash, status, response FROM idempotency_keys "
+                        "WHERE tenant = $1 AND key = $2",
+                        (tenant, key),
+                    )
+                ],
+            )[0]
+        if not rows:
             return None
+        row = rows[0]
         return bytes(row[0]), StoredResponse(status=row[1], body=bytes(row[2]))
 
     # ---- reads -----------------------------------------------------------------------------
@@ -175,13 +201,122 @@ class _SequencingTx:
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
+        """A server error inside becomes ours here (bad value: ValidationError, transient:
+        Unavailable, anything else: InternalError), so the caller can tell that request's
+        failure from the group's."""
         self.cur.execute("SAVEPOINT request")
         try:
             yield
+        except pg8000.DatabaseError as e:
+            self.cur.execute("ROLLBACK TO SAVEPOINT request")
+            raise _ours(e) from e
         except BaseException:
             self.cur.execute("ROLLBACK TO SAVEPOINT request")
             raise
         self.cur.execute("RELEASE SAVEPOINT request")
+
+
+LOCK_GROUP = "SELECT size, leaf_hash, recorded_at, statuses FROM ledger_lock_group($1, $2, $3)"
+APPEND_GROUP = "SELECT ledger_append_group(" + ", ".join(f"${i}" for i in range(1, 22)) + ")"
+KEYS_TAKEN = "PQ001"  # ledger_append_group: idempotency keys recorded meanwhile
+
+
+class _GroupTx:
+    """Owns its connection's transaction: `lock` begins it, `commit` ends it."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def lock(self, subjects: Sequence[tuple[str, str]]) -> Locked:
+        _, rows = pipeline(
+            self.conn,
+            [
+                ("BEGIN", ()),
+                (
+                    LOCK_GROUP,
+                    (LEDGER_LOCK_KEY, [t for t, _ in subjects], [s for _, s in subjects]),
+                ),
+            ],
+        )
+        size, leaf, recorded_at, statuses = rows[0]
+        return Locked(
+            tail=Tail(size=size, leaf_hash=bytes(leaf)),
+            recorded_at=recorded_at,
+            statuses={k: st for k, st in zip(subjects, statuses or (), strict=False) if st},
+        )
+
+    def commit(self, write: GroupWrite) -> list[int]:
+        events = write.events
+        entries = [ev.entry for ev in events]
+        states = write.statuses.items()
+        keys = write.responses
+        # array literals built here (pg8000's own list conversion costs ~20 us per event, and
+        # this runs under the lock); a str value is bound as is
+        params = (
+            _ints(e.seq for e in entries),
+            _texts(e.id for e in entries),
+            _texts(e.tenant for e in entries),
+            _texts(e.type for e in entries),
+            _texts(e.subject for e in entries),
+            _byteas(e.payload_hash for e in entries),
+            _byteas(ev.payload for ev in events),
+            _times(e.occurred_at for e in entries),
+            format_time(entries[0].recorded_at),
+            _byteas(e.prev for e in entries),
+            _byteas(e.leaf_hash() for e in entries),
+            _texts(ev.actor for ev in events),
+            _texts(t for (t, _), _ in states),
+            _texts(s for (_, s), _ in states),
+            _texts(st for _, (st, _) in states),
+            _ints(seq for _, (_, seq) in states),
+            _texts(t for t, _, _ in keys),
+            _texts(i.key for _, i, _ in keys),
+            _byteas(i.request_hash for _, i, _ in keys),
+            _ints(r.status for _, _, r in keys),
+            _byteas(r.body for _, _, r in keys),
+        )
+        try:
+            pipeline(self.conn, [(APPEND_GROUP, params), ("COMMIT", ())])
+        except pg8000.DatabaseError as e:
+            # the COMMIT that followed rolled the group back; the connection is idle again
+            info = _info(e)
+            if info.get("C") == KEYS_TAKEN:
+                return [int(i) for i in str(info.get("D", "")).split(",") if i]
+            raise _ours(e) from e
+        return []
+
+
+def _texts(values: Iterable[str]) -> str:
+    """A text[] literal: every element quoted, backslash and double quote escaped."""
+    return (
+        "{"
+        + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+        + "}"
+    )
+
+
+def _byteas(values: Iterable[bytes | None]) -> str:
+    return "{" + ",".join("NULL" if v is None else '"\\\\x' + v.hex() + '"' for v in values) + "}"
+
+
+def _ints(values: Iterable[int]) -> str:
+    return "{" + ",".join(str(int(v)) for v in values) + "}"
+
+
+def _times(values: Iterable[datetime | None]) -> str:
+    return "{" + ",".join("NULL" if v is None else '"' + format_time(v) + '"' for v in values) + "}"
+
+
+def _info(e: Exception) -> dict[str, Any]:
+    return e.args[0] if e.args and isinstance(e.args[0], dict) else {}
+
+
+def _ours(e: Exception) -> Exception:
+    """A server-reported error as one of ours: `pool.translate`, else InternalError."""
+    mapped = translate(e)
+    if mapped is e:
+        return InternalError(f"the database refused the write (SQLSTATE {_info(e).get('C')})")
+    return mapped
 
 
 class _Nodes:

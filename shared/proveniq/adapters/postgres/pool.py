@@ -3,25 +3,32 @@
 Production connects through the Cloud SQL connector (see `adapters.gcp.cloudsql`); locally a
 `postgresql://` URL (TCP, or `?unix_sock=` for the embedded server). TCP sockets get
 TCP_NODELAY: pg8000 does not set it and Nagle + delayed ACK stall every message over ~8 KiB.
+
+`pipeline` sends several statements in one write and reads their answers together: one round
+trip where pg8000's `cursor.execute` spends three on every statement with parameters (Parse,
+Describe, Bind/Execute, each followed by Sync and a wait) and one more on the implicit BEGIN.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 import pg8000.dbapi
+from pg8000 import core as pg_core
+from pg8000.converters import make_params
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import QueuePool
 
 from proveniq.errors import ProveniqError, Unavailable, ValidationError
 
 Connect = Callable[[], Any]
+Statement = tuple[str, Sequence[Any]]  # SQL with $1, $2 ... placeholders, and its values
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -79,6 +86,56 @@ def set_nodelay(conn: Any) -> None:
     sock = getattr(conn, "_usock", None)
     if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def pipeline(conn: Any, statements: Sequence[Statement]) -> list[list[list[Any]]]:
+    """Run `statements` in order in ONE round trip and return each one's rows.
+
+    Each statement goes out as Parse/Bind/Describe/Execute/Sync (the extended protocol, values
+    bound as text exactly as `cursor.execute` binds them), all in one write; then every answer
+    is read. Each Sync ends an implicit transaction unless an explicit `BEGIN` is open, so a
+    pipeline that starts a transaction starts with ("BEGIN", ()). After a failure the server
+    still answers the later statements (with "current transaction is aborted" inside a
+    transaction; a `COMMIT` then rolls back): all answers are read, so the connection stays in
+    step, and the FIRST server error is raised (`pg8000.DatabaseError`). Uses pg8000's
+    protocol layer (`pg8000.core`), which the version pin in pyproject.toml keeps stable."""
+    sock = conn._sock
+    send = conn._send_message
+    encoding = conn._client_encoding
+    for sql, values in statements:
+        send(pg_core.PARSE, b"\x00" + sql.encode(encoding) + b"\x00\x00\x00")
+        bind = bytearray(b"\x00\x00\x00\x00")  # unnamed portal, unnamed statement, text
+        params = make_params(conn.py_types, values)
+        bind += len(params).to_bytes(2, "big")
+        for value in params:
+            if value is None:
+                bind += b"\xff\xff\xff\xff"
+            else:
+                raw = value.encode(encoding)
+                bind += len(raw).to_bytes(4, "big") + raw
+        bind += b"\x00\x00"  # results in text
+        send(pg_core.BIND, bytes(bind))
+        send(pg_core.DESCRIBE, pg_core.PORTAL + b"\x00")
+        sock.write(pg_core.EXECUTE_MSG)
+        sock.write(pg_core.SYNC_MSG)
+    try:
+        sock.flush()
+    except OSError as e:
+        raise pg8000.InterfaceError("network error") from e
+    results: list[list[list[Any]]] = []
+    first: Exception | None = None
+    for sql, _ in statements:
+        context = pg_core.Context(sql)
+        try:
+            conn.handle_messages(context)
+        except (pg8000.DatabaseError, pg8000.InterfaceError) as e:
+            if e is not context.error:
+                raise  # the connection broke mid-answer (Pool.connection discards it)
+            first = first or e  # a statement after a failure, or the failure itself
+        results.append(context.rows or [])
+    if first is not None:
+        raise first
+    return results
 
 
 class Pool:
