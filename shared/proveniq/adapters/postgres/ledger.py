@@ -9,6 +9,7 @@ FIELD-NOTES); integration takes its own advisory lock. Reads run in one transact
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -259,9 +260,8 @@ class _IntegrationTx(_Nodes):
         return [(r[0], bytes(r[1])) for r in self.cur.fetchall()]
 
     def write_nodes(self, nodes: Mapping[NodeId, bytes]) -> None:
-        items = list(nodes.items())
-        for start in range(0, len(items), 5000):
-            chunk = items[start : start + 5000]
+        items = iter(nodes.items())  # chunk by chunk: no list of a whole batch's nodes
+        while chunk := list(itertools.islice(items, 5000)):
             self.cur.execute(
                 "INSERT INTO tree_nodes (level, idx, hash) "
                 "SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[])",
