@@ -27,6 +27,9 @@ and for each size N (a fresh database each) prints:
    clock) is matched with the commit time of the first checkpoint whose size exceeds its seq
    (reported by the integrator right after its commit). Two more writers in this process use
    `?wait=proof`: the delay from that commit to their answer is the awaiter's.
+4. memory: the integrate step runs in a process of its own, and `proveniq audit` runs on the
+   database at the end; the peak RSS of each, against issue 13's target (< 300 MB), and the
+   audit's entries/s (bench/_rss.py).
 
 CPU use is shown as cores (CPU seconds / wall seconds) for the driver or server process, the
 HTTP client process and PostgreSQL. Progress and estimated remaining time go to stderr. The
@@ -50,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import _harness as h
+import _rss
 
 from proveniq.adapters.postgres.ledger import EVENT_COLUMNS
 from proveniq.log.chain import Draft, Tail, link
@@ -573,7 +577,8 @@ def run_size(run: Run, n: int, est: Estimates) -> None:
         )
 
         log(f"1. integrating {n:,} entries (integrate_and_publish until caught up)")
-        ig = integrate_all(pg, db, n, stack.runtime)
+        seal_fields, seal = _rss.seal_in_child(pg, db, n)  # integrate_all in a process of its own
+        ig = Integrated(**{k: v for k, v in seal_fields.items() if k != "batch"})
         est.integrate_rate = ig.rate()
         ok = ig.size == n and ig.root == ld.root
         calls = ig.per_call
@@ -587,6 +592,7 @@ def run_size(run: Run, n: int, est: Estimates) -> None:
             f"{'== independent RFC 6962 root of the loaded leaves' if ok else '!= EXPECTED'}"
             f" ({ld.root.hex()[:16]}...); VACUUM ANALYZE afterwards {ig.vacuum_s:.1f} s"
         )
+        out.add(_rss.seal_line(seal, seal_fields))
         if not ok:
             raise SystemExit(f"integration check FAILED: size {ig.size} root {ig.root.hex()}")
 
@@ -633,6 +639,7 @@ def run_size(run: Run, n: int, est: Estimates) -> None:
         )
         if gaps or broken:
             raise SystemExit("chain check FAILED")
+        _rss.audit_lines(pg, db, out.add)  # 4. peak RSS of `proveniq audit` (issue 13)
         est.fixed = time.perf_counter() - t_fixed + 5
         log(f"size {n:,} done in {hms(time.perf_counter() - t_size)}")
     finally:

@@ -282,13 +282,23 @@ class Outbox(Protocol):
 
 
 class AuditView(Protocol):
-    """A repeatable-read snapshot of everything stored, page by page."""
+    """A repeatable-read snapshot of everything stored, page by page (the audit streams it:
+    no call answers more than its limit or its ranges)."""
 
-    def events_from(self, seq: int, limit: int) -> list[StoredEvent]: ...
+    def events_from(self, seq: int, limit: int) -> list[StoredEvent]:
+        """At most `limit` events from `seq` on, in seq order."""
 
-    def nodes_after(self, after: NodeId, limit: int) -> list[tuple[NodeId, bytes]]: ...
+    def nodes_in(self, ranges: Sequence[tuple[int, int, int]]) -> list[tuple[NodeId, bytes]]:
+        """The stored nodes `(level, idx)` with `lo <= idx < hi`, for each `(level, lo, hi)`
+        (ranges of distinct levels, a bounded total span), in any order."""
 
-    def checkpoints(self) -> list[StoredCheckpoint]: ...
+    def nodes_from(self, level: int, idx: int, limit: int) -> list[tuple[int, bytes]]:
+        """At most `limit` stored nodes of `level` from index `idx` on: (index, hash) by index."""
+
+    def checkpoints_after(self, size: int, limit: int) -> list[StoredCheckpoint]:
+        """At most `limit` checkpoints larger than `size`, by size."""
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None: ...
 
 
 class AuditSource(Protocol):

@@ -62,7 +62,7 @@ class Integrator:
             border = tx.nodes(integrate_node_ids(old_size))
             step = integrate(lambda ids: _pick(border, ids), old_size, [r[1] for r in rows])
             try:
-                _check_consistent({**border, **step.new_nodes}, old_size, old_root, step)
+                _check_consistent(border, old_size, old_root, step)
             except ConsistencyProofError:
                 self.telemetry.checkpoint_refused()
                 raise
@@ -137,20 +137,22 @@ class Integrator:
 
 
 def _check_consistent(
-    nodes: Mapping[NodeId, bytes], old_size: int, old_root: bytes, step: Integration
+    border: Mapping[NodeId, bytes], old_size: int, old_root: bytes, step: Integration
 ) -> None:
     if old_size == 0:
         return
+
+    def read(ids: Sequence[NodeId]) -> dict[NodeId, bytes]:  # no merged copy of a large batch
+        return _pick(border, ids) | _pick(step.new_nodes, ids)
+
     try:
-        if proof.root_at(lambda ids: _pick(nodes, ids), old_size) != old_root:
+        if proof.root_at(read, old_size) != old_root:
             raise ConsistencyProofError(
                 "stored nodes do not reproduce the last checkpoint",
                 what="stored tree",
                 expected=old_root.hex(),
             )
-        consistency = proof.consistency_proof(
-            lambda ids: _pick(nodes, ids), old_size, step.new_size
-        )
+        consistency = proof.consistency_proof(read, old_size, step.new_size)
         merkle.verify_consistency(old_size, step.new_size, old_root, step.root, consistency)
     except ConsistencyProofError as e:
         log.critical(

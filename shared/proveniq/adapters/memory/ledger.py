@@ -419,15 +419,19 @@ class _IntegrationTx:
             self._locked = False
 
 
-class _AuditView:
-    def __init__(self, state: _State) -> None:
-        self._s = state
-
+class _AuditView(_View):
     def events_from(self, seq: int, limit: int) -> list[StoredEvent]:
         return self._s.events[seq : seq + limit]
 
-    def nodes_after(self, after: NodeId, limit: int) -> list[tuple[NodeId, bytes]]:
-        return sorted((k, v) for k, v in self._s.nodes.items() if k > after)[:limit]
+    def nodes_in(self, ranges: Sequence[tuple[int, int, int]]) -> list[tuple[NodeId, bytes]]:
+        nodes = self._s.nodes
+        ids = ((level, idx) for level, lo, hi in ranges for idx in range(lo, hi))
+        return [(i, nodes[i]) for i in ids if i in nodes]
 
-    def checkpoints(self) -> list[StoredCheckpoint]:
-        return [self._s.checkpoints[s] for s in sorted(self._s.checkpoints)]
+    def nodes_from(self, level: int, idx: int, limit: int) -> list[tuple[int, bytes]]:
+        found = sorted((i, h) for (lv, i), h in self._s.nodes.items() if lv == level and i >= idx)
+        return found[:limit]
+
+    def checkpoints_after(self, size: int, limit: int) -> list[StoredCheckpoint]:
+        cps = self._s.checkpoints
+        return [cps[s] for s in sorted(s for s in cps if s > size)[:limit]]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -419,9 +420,8 @@ class _IntegrationTx(_Nodes):
         return [(r[0], bytes(r[1])) for r in self.cur.fetchall()]
 
     def write_nodes(self, nodes: Mapping[NodeId, bytes]) -> None:
-        items = list(nodes.items())
-        for start in range(0, len(items), 5000):
-            chunk = items[start : start + 5000]
+        items = iter(nodes.items())  # chunk by chunk: no list of a whole batch's nodes
+        while chunk := list(itertools.islice(items, 5000)):
             self.cur.execute(
                 "INSERT INTO tree_nodes (level, idx, hash) "
                 "SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[])",
@@ -444,7 +444,7 @@ class _IntegrationTx(_Nodes):
         )
 
 
-class CursorAuditView:
+class CursorAuditView(_Nodes):
     def __init__(self, cur: Any) -> None:
         self.cur = cur
 
@@ -455,16 +455,31 @@ class CursorAuditView:
         )
         return [stored_event(r) for r in self.cur.fetchall()]
 
-    def nodes_after(self, after: NodeId, limit: int) -> list[tuple[NodeId, bytes]]:
+    def nodes_in(self, ranges: Sequence[tuple[int, int, int]]) -> list[tuple[NodeId, bytes]]:
+        if not ranges:
+            return []
+        # LATERAL: one primary-key range scan per level, never a scan of the whole table.
         self.cur.execute(
-            "SELECT level, idx, hash FROM tree_nodes WHERE (level, idx) > (%s, %s) "
-            "ORDER BY level, idx LIMIT %s",
-            (after[0], after[1], limit),
+            "SELECT r.level, n.idx, n.hash "
+            "FROM unnest(%s::smallint[], %s::bigint[], %s::bigint[]) AS r(level, lo, hi) "
+            "CROSS JOIN LATERAL (SELECT idx, hash FROM tree_nodes "
+            "WHERE level = r.level AND idx >= r.lo AND idx < r.hi) n",
+            ([r[0] for r in ranges], [r[1] for r in ranges], [r[2] for r in ranges]),
         )
-        return [((r[0], r[1]), bytes(r[2])) for r in self.cur.fetchall()]
+        return [((lv, ix), bytes(h)) for lv, ix, h in self.cur.fetchall()]
 
-    def checkpoints(self) -> list[StoredCheckpoint]:
-        self.cur.execute("SELECT size, root, note FROM checkpoints ORDER BY size")
+    def nodes_from(self, level: int, idx: int, limit: int) -> list[tuple[int, bytes]]:
+        self.cur.execute(
+            "SELECT idx, hash FROM tree_nodes WHERE level = %s AND idx >= %s ORDER BY idx LIMIT %s",
+            (level, idx, limit),
+        )
+        return [(ix, bytes(h)) for ix, h in self.cur.fetchall()]
+
+    def checkpoints_after(self, size: int, limit: int) -> list[StoredCheckpoint]:
+        self.cur.execute(
+            "SELECT size, root, note FROM checkpoints WHERE size > %s ORDER BY size LIMIT %s",
+            (size, limit),
+        )
         return [
             StoredCheckpoint(size=r[0], root=bytes(r[1]), note=r[2]) for r in self.cur.fetchall()
         ]
