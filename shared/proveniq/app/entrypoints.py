@@ -41,7 +41,7 @@ def http(function: str, request: Request) -> Response:
         if not rt.settings.telemetry:
             return serve(request, routes, rt.gate, max_body=max_body)
         with tracing.consumer_span(
-            f"{function} {request.method}", dict(request.headers), kind=SpanKind.SERVER
+            f"{function} {request.method}", request.headers, kind=SpanKind.SERVER
         ):
             return serve(request, routes, rt.gate, max_body=max_body, observe=_observe)
     finally:

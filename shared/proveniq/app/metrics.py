@@ -197,6 +197,7 @@ class Metrics:
         # Label children cached by the caller's values: the hot path skips labels() lookups.
         self._write_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._request_children: dict[tuple[str, str | None, int], tuple[Any, Any]] = {}
+        self._proof_children: dict[str, Any] = {}
         self._max = max_label_values
         self._event_type = _Bounded(max_label_values)
         self._partner = _Bounded(max_label_values)
@@ -212,7 +213,12 @@ class Metrics:
     ) -> None:
         """One write (single or batch) committed after `seconds`."""
         partner = partner_id or "platform"
-        for t, n in collections.Counter(event_types).items():  # a batch: one counter step per type
+        counts: Iterable[tuple[str, int]] = (
+            ((event_types[0], 1),)  # one event: no Counter
+            if isinstance(event_types, list | tuple) and len(event_types) == 1
+            else collections.Counter(event_types).items()  # a batch: one step per type
+        )
+        for t, n in counts:
             children = self._write_children.get((t, partner))
             if children is None:
                 et = self._event_type(t)
@@ -226,7 +232,12 @@ class Metrics:
                 observe(seconds)
 
     def proof_generated(self, proof_type: str) -> None:
-        self.proofs_generated.labels(self._proof_type(proof_type)).inc()
+        child = self._proof_children.get(proof_type)
+        if child is None:
+            child = self.proofs_generated.labels(self._proof_type(proof_type))
+            if len(self._proof_children) < 20:
+                self._proof_children[proof_type] = child
+        child.inc()
 
     # --- HTTP ---------------------------------------------------------------------------------
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -178,7 +178,13 @@ class _LowercaseGetter(Getter[Mapping[str, str]]):
 _LOWER = _LowercaseGetter()
 
 
-def _lowered(headers: Mapping[str, str]) -> dict[str, str]:
+class Carrier(Protocol):
+    """What `_lowered` reads: a dict or a werkzeug `Headers` (no copy into a dict first)."""
+
+    def items(self) -> Iterable[tuple[str, str]]: ...
+
+
+def _lowered(headers: Carrier) -> dict[str, str]:
     """`headers` keyed in lower case, read once: what `_CaseInsensitiveGetter` finds for a
     lower-case key (the exact key if present, else the first case-insensitive match) without
     a scan of every header for each key that is absent."""
@@ -193,13 +199,15 @@ def _lowered(headers: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def extract_headers(headers: Mapping[str, str]) -> otel_context.Context:
+def extract_headers(headers: Carrier) -> otel_context.Context:
     """The caller's trace context: W3C `traceparent`, else `X-Cloud-Trace-Context`."""
-    headers = _lowered(headers)
-    ctx = _PROPAGATOR.extract(headers, getter=_LOWER)
+    lowered = _lowered(headers)
+    if "traceparent" not in lowered and CLOUD_TRACE_HEADER not in lowered:
+        return otel_context.Context()  # what the propagator returns for no carrier
+    ctx = _PROPAGATOR.extract(lowered, getter=_LOWER)
     if trace.get_current_span(ctx).get_span_context().is_valid:
         return ctx
-    found = _LOWER.get(headers, CLOUD_TRACE_HEADER)
+    found = _LOWER.get(lowered, CLOUD_TRACE_HEADER)
     m = _CLOUD_TRACE.match(found[0].strip()) if found else None
     if m is None:
         return ctx
@@ -219,7 +227,7 @@ def extract_headers(headers: Mapping[str, str]) -> otel_context.Context:
 @contextlib.contextmanager
 def consumer_span(
     name: str,
-    carrier: Mapping[str, str],
+    carrier: Carrier,
     *,
     kind: SpanKind = SpanKind.CONSUMER,
     attributes: Mapping[str, Any] | None = None,

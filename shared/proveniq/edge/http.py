@@ -156,8 +156,7 @@ def error_response(e: ProveniqError, extra: Mapping[str, str] | None = None) -> 
     return Response(
         json.dumps({"success": False, "error": error}),
         status=e.status,
-        headers=headers,
-        content_type="application/json",
+        headers=[*headers.items(), ("Content-Type", "application/json")],
     )
 
 
@@ -178,11 +177,13 @@ def _respond(reply: Reply, extra: Mapping[str, str]) -> Response:
             else str(reply.data).encode()
         )
     )
+    merged = {**extra, **reply.headers} if reply.headers else extra
+    if any(k.lower() == "content-type" for k in reply.headers):
+        return Response(body, status=reply.status, headers=merged, content_type=reply.content_type)
+    # a header list ending in Content-Type: what `content_type=` would build (werkzeug sets it
+    # last), without a dict -> Headers conversion and a case-insensitive replace per response
     return Response(
-        body,
-        status=reply.status,
-        headers={**extra, **reply.headers},
-        content_type=reply.content_type,
+        body, status=reply.status, headers=[*merged.items(), ("Content-Type", reply.content_type)]
     )
 
 
@@ -214,7 +215,9 @@ def _body(request: Request, limit: int) -> bytes:
         ) from e
     if len(data) > limit:
         raise PayloadTooLarge(f"request body over {limit} bytes")
-    ctype = (request.mimetype or "").lower()
+    ctype = request.environ.get("CONTENT_TYPE", "")
+    if ctype != "application/json":  # the usual exact value needs no parsing
+        ctype = (request.mimetype or "").lower()
     if data and ctype != "application/json":
         raise ValidationError("Content-Type must be application/json", field="Content-Type")
     return data
