@@ -167,7 +167,10 @@ def start_background(
             runs[-1].start()
             if stop.wait(period):
                 break
-        for t in runs:  # each ends at its next wait (SEALING_STOPPED)
+        from proveniq.app.entrypoints import SEALING_STOPPED
+
+        SEALING_STOPPED.set()  # whoever set `stop`: the looping runs end at their next wait
+        for t in runs:
             t.join(timeout=10)
 
     def tick() -> None:

@@ -173,7 +173,9 @@ class Pool:
             # Anything else (a client-side failure mid-statement, a lost socket) may leave
             # unread replies on the wire: never hand this connection out again.
             conn.invalidate()
-            if isinstance(e, pg8000.InterfaceError):
+            # pipelined statements read the socket below pg8000's own error wrapping, so a
+            # reset connection can surface as a bare ConnectionError
+            if isinstance(e, pg8000.InterfaceError | ConnectionError | TimeoutError):
                 raise Unavailable("database connection lost") from e
             raise
         finally:
