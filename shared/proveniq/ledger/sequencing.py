@@ -22,7 +22,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -162,19 +162,20 @@ class Sequencer:
             assert replay is not None
             return Sequenced(entries=[], payloads=[], response=replay, replayed=True)
         if not result.replayed:
-            self.telemetry.events_sequenced(
-                [p.type for p in prepared],
-                partner_id=tenant,
-                seconds=time.perf_counter() - started,
-            )
-        if not result.replayed and self.relay is not None:
-            self.relay.relay(
-                [
-                    StoredEvent(entry=e, payload=p, actor=actor)
-                    for e, p in zip(result.entries, result.payloads, strict=True)
-                ]
-            )
+            self._committed(tenant, _stored(actor, result), started)
         return result
+
+    def _committed(self, tenant: str, events: list[StoredEvent], started: float) -> None:
+        """After a commit: count the events, then relay them to `ledger-events`."""
+        if not events:
+            return
+        self.telemetry.events_sequenced(
+            [ev.entry.type for ev in events],
+            partner_id=tenant,
+            seconds=time.perf_counter() - started,
+        )
+        if self.relay is not None:
+            self.relay.relay(events)
 
     def _sequence_grouped(self, request: Request, started: float) -> Sequenced:
         assert self.committer is not None
@@ -194,18 +195,7 @@ class Sequencer:
             return Sequenced(entries=[], payloads=[], response=replay, replayed=True)
         if outcome.replayed:
             return outcome
-        self.telemetry.events_sequenced(
-            [p.type for _, p in request.items],
-            partner_id=request.tenant,
-            seconds=time.perf_counter() - started,
-        )
-        if self.relay is not None:
-            self.relay.relay(
-                [
-                    StoredEvent(entry=e, payload=p, actor=request.actor)
-                    for e, p in zip(outcome.entries, outcome.payloads, strict=True)
-                ]
-            )
+        self._committed(request.tenant, _stored(request.actor, outcome), started)
         if outcome.response is None and request.render is not None:
             # rendered here, outside the lock: only an idempotent request's response is stored
             return Sequenced(
@@ -394,7 +384,7 @@ class Sequencer:
             )
         started = time.perf_counter()
         outcomes = self.commit_group([req for _, req in group]) if group else []
-        committed: list[tuple[str, list[Entry], list[bytes]]] = []
+        committed: list[StoredEvent] = []
         for (i, req), o in zip(group, outcomes, strict=True):
             if isinstance(o, ProveniqError):
                 if o.transient:
@@ -405,21 +395,8 @@ class Sequencer:
                 replays[i] = req.idempotency
             else:
                 slots[i] = o.entries
-                committed.append((req.actor, o.entries, o.payloads))
-        if committed:
-            self.telemetry.events_sequenced(
-                [e.type for _, entries, _ in committed for e in entries],
-                partner_id=tenant,
-                seconds=time.perf_counter() - started,
-            )
-        if self.relay is not None and committed:
-            self.relay.relay(
-                [
-                    StoredEvent(entry=e, payload=p, actor=actor)
-                    for actor, entries, payloads in committed
-                    for e, p in zip(entries, payloads, strict=True)
-                ]
-            )
+                committed += _stored(req.actor, o)
+        self._committed(tenant, committed, started)
         for i, idem in replays.items():
             try:
                 slots[i] = self._replayed_entries(tenant, idem)
@@ -473,11 +450,20 @@ def _appender_idempotency(key: str | None, prepared: Sequence[Prepared]) -> Idem
     return Idempotency(key=key, request_hash=request_hash(body))
 
 
+def _stored(actor: str, result: Sequenced) -> list[StoredEvent]:
+    return [
+        StoredEvent(entry=e, payload=p, actor=actor)
+        for e, p in zip(result.entries, result.payloads, strict=True)
+    ]
+
+
 def _ids_response(entries: list[Entry]) -> StoredResponse:
     return StoredResponse(status=201, body=json.dumps({"ids": [e.id for e in entries]}).encode())
 
 
-def _next_statuses(current: dict[str, str], drafts: Sequence[Draft]) -> dict[str, tuple[str, int]]:
+def _next_statuses(
+    current: Mapping[str, str | None], drafts: Sequence[Draft]
+) -> dict[str, tuple[str, int]]:
     """Walk the batch's asset events in order; return subject -> (final status, offset)."""
     state: dict[str, str | None] = dict(current)
     out: dict[str, tuple[str, int]] = {}
@@ -592,17 +578,10 @@ def _transitions(
 ) -> dict[tuple[str, str], tuple[str, int]]:
     """The request's lifecycle moves from `state` (not changed): (tenant, subject) -> (final
     status, offset of the event that set it); LifecycleConflict if one is impossible."""
-    mine: dict[tuple[str, str], str | None] = {}
-    out: dict[tuple[str, str], tuple[str, int]] = {}
-    for offset, d in enumerate(r.drafts):
-        if lifecycle.governs(d.type):
-            k = (r.tenant, d.subject)
-            current = mine[k] if k in mine else state.get(k)
-            status = lifecycle.next_status(d.type, current, subject=d.subject)
-            mine[k] = status
-            if status is not None:
-                out[k] = (status, offset)
-    return out
+    current = {
+        d.subject: state.get((r.tenant, d.subject)) for d in r.drafts if lifecycle.governs(d.type)
+    }
+    return {(r.tenant, s): move for s, move in _next_statuses(current, r.drafts).items()}
 
 
 def _unavailable(requests: Sequence[Request], e: ProveniqError) -> list[Outcome]:
