@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from cachetools import LRUCache
 
@@ -39,6 +40,9 @@ from proveniq.ports import (
     StoredEvent,
     Telemetry,
 )
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 MAX_WAIT_SECONDS = 30
 MAX_WAITERS = 256  # requests of one instance waiting for a checkpoint at once
@@ -224,23 +228,29 @@ class Proofs:
         return cp
 
     def _checkpoint(self, view: LedgerView, size: int) -> StoredCheckpoint | None:
-        with self._lock:
-            cp = self._checkpoints.get(size)
-        if cp is None:
-            cp = view.checkpoint(size)
-            if cp is not None:
-                with self._lock:
-                    self._checkpoints[size] = cp
-        return cp
+        return self._memo(self._checkpoints, size, lambda: view.checkpoint(size))
 
     def _path(self, view: LedgerView, seq: int, size: int) -> tuple[bytes, ...]:
-        with self._lock:
-            path = self._paths.get((seq, size))
-        if path is None:
-            path = tuple(proof.inclusion_proof(lambda ids: self._read_nodes(view, ids), seq, size))
-            with self._lock:
-                self._paths[(seq, size)] = path
+        path = self._memo(
+            self._paths,
+            (seq, size),
+            lambda: tuple(
+                proof.inclusion_proof(lambda ids: self._read_nodes(view, ids), seq, size)
+            ),
+        )
+        assert path is not None
         return path
+
+    def _memo(self, cache: LRUCache[K, V], key: K, compute: Callable[[], V | None]) -> V | None:
+        """`cache[key]`, else `compute()` (kept unless None): for values that never change."""
+        with self._lock:
+            value = cache.get(key)
+        if value is None:
+            value = compute()
+            if value is not None:
+                with self._lock:
+                    cache[key] = value
+        return value
 
     def _read_nodes(self, view: LedgerView, ids: Sequence[NodeId]) -> dict[NodeId, bytes]:
         """Stored nodes never change: the cache first, one read for the rest."""
