@@ -1,5 +1,5 @@
 """Device-ingest benchmark: signed telemetry from many simulated devices into the ledger,
-grouped sequencing (GroupedIngest -> DeviceIngest -> Sequencer.append_each, one lock per group)
+grouped sequencing (GroupCommitter -> DeviceIngest -> Sequencer.append_each, one lock per group)
 against one-at-a-time sequencing (the OneAtATime wrapper: one lock per message).
 
     python bench/devices.py [--messages N] [--devices D] [--quick]
@@ -11,9 +11,9 @@ database per row with D registered devices of one tenant, and prints one table:
     the devices and submitting their messages in counter order, as concurrent Pub/Sub push
     deliveries to one function instance would:
       one-at-a-time    DeviceIngest([message]) per delivery over OneAtATime (lock per message)
-      grouped/1-lock   GroupedIngest over a DeviceIngest over OneAtATime (group verify and
+      grouped/1-lock   GroupCommitter over a DeviceIngest over OneAtATime (group verify and
                        bookkeeping, still one lock per message)
-      grouped          GroupedIngest over DeviceIngest over Sequencer.append_each (as wired)
+      grouped          GroupCommitter over DeviceIngest over Sequencer.append_each (as wired)
     latency = submit -> return (committed, recorded; the function would acknowledge);
 (b) end to end: a spawned device process publishes the signed messages with the real
     google-cloud-pubsub PublisherClient (PUBSUB_EMULATOR_HOST, ordering key = device) to the
@@ -52,7 +52,7 @@ from typing import Any
 
 import _harness as h
 
-from proveniq.intake.devices.grouping import GroupedIngest
+from proveniq.intake.devices.grouping import GroupedIngest, grouped
 from proveniq.intake.devices.ingest import Delivery, DeviceIngest, Ingested, OneAtATime, Outcome
 from proveniq.ports import Message
 
@@ -159,10 +159,10 @@ class PerMessage:
 
     def __init__(self, ingest: DeviceIngest) -> None:
         self._ingest = ingest
-        self.batches = 0
+        self.groups = 0
 
     def submit(self, delivery: Delivery) -> Outcome:
-        self.batches += 1
+        self.groups += 1
         return self._ingest.ingest([delivery])[0]
 
 
@@ -178,8 +178,8 @@ def ingests(rt: Any, mode: str) -> PerMessage | GroupedIngest:
     if mode == "one-at-a-time":
         return PerMessage(make(one))
     if mode == "grouped/1-lock":
-        return GroupedIngest(make(one))
-    return GroupedIngest(make(rt.sequencer))
+        return grouped(make(one))
+    return grouped(make(rt.sequencer))
 
 
 def direct(pg: h.Database, mode: str, conc: int, devices: int, count: int, tag: str) -> Row:
@@ -224,7 +224,7 @@ def direct(pg: h.Database, mode: str, conc: int, devices: int, count: int, tag: 
     _release()
     check(pg, db, count, devices)
     pg.drop(db)
-    return Row("a", mode, conc, count, usage.wall, latencies, target.batches, usage.summary())
+    return Row("a", mode, conc, count, usage.wall, latencies, target.groups, usage.summary())
 
 
 def _release() -> None:
@@ -398,7 +398,7 @@ def end_to_end(
     done = {(d, int(c)): float(t) for d, c, t in rows}
     latencies = [done[(device_id(j % devices), j // devices + 1)] - sent[j] for j in range(count)]
     seconds = max(done.values()) - min(sent)
-    groups = rt.devices.grouped.batches
+    groups = rt.devices.grouped.groups
     _release()
     check(pg, db, count, devices)
     pg.drop(db)

@@ -23,7 +23,7 @@ from proveniq.errors import (
     Unavailable,
     ValidationError,
 )
-from proveniq.intake.devices.grouping import GroupedIngest
+from proveniq.intake.devices.grouping import grouped as grouped_ingest
 from proveniq.intake.devices.ingest import (
     DEAD_LETTER_TOPIC,
     AppendRequest,
@@ -437,7 +437,7 @@ def test_delivery_of_reads_pubsub_publish_times() -> None:
 def test_grouped_ingest_sequences_concurrent_deliveries_together() -> None:
     ledger = BatchLedger()
     w = make_world(ledger)
-    grouped = GroupedIngest(w.ingest, max_batch=64, linger=0.02)
+    grouped = grouped_ingest(w.ingest, max_size=64, wait=0.02, adaptive=False)
     outcomes: dict[int, Any] = {}
     start = threading.Barrier(40)
 
@@ -453,14 +453,14 @@ def test_grouped_ingest_sequences_concurrent_deliveries_together() -> None:
     assert len(outcomes) == 40
     assert isinstance(outcomes[13], Rejected) and outcomes[13].reason == "bad_signature"
     assert sum(isinstance(o, Ingested) for o in outcomes.values()) == 39
-    assert grouped.batches < 40 and ledger.locks == grouped.batches
+    assert grouped.groups < 40 and ledger.locks == grouped.groups
     assert len(ledger.entries) == 39
 
 
 def test_grouped_ingest_hands_the_batch_error_to_each_submitter() -> None:
     w = make_world()
     w.ledger.fail = Unavailable("down")
-    grouped = GroupedIngest(w.ingest, linger=0)
+    grouped = grouped_ingest(w.ingest, wait=0)
     with pytest.raises(Unavailable):
         grouped.submit(Delivery(message=msg(1)))
     w.ledger.fail = None

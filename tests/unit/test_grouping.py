@@ -8,7 +8,7 @@ import time
 import pytest
 
 from proveniq.errors import Unavailable
-from proveniq.ledger.grouping import GroupCommitter
+from proveniq.grouping import GroupCommitter
 
 
 class Recorder:

@@ -16,7 +16,7 @@ from proveniq.followers.webhooks.guard import Guard, Policy
 from proveniq.followers.webhooks.manage import Subscriptions
 from proveniq.followers.webhooks.schedule import RetrySchedule
 from proveniq.followers.webhooks.sender import HttpSender
-from proveniq.intake.devices.grouping import GroupedIngest
+from proveniq.intake.devices.grouping import GroupedIngest, grouped
 from proveniq.intake.devices.ingest import DeviceIngest
 from proveniq.intake.devices.store import DeviceStore
 
@@ -143,7 +143,7 @@ def devices(rt: Runtime) -> Devices:
         max_skew=timedelta(seconds=s.device_max_skew_seconds),
         dead_letter_topic=s.device_dead_letter_topic,
     )
-    return Devices(store=store, ingest=ingest, grouped=GroupedIngest(ingest))
+    return Devices(store=store, ingest=ingest, grouped=grouped(ingest))
 
 
 def projection_sink(rt: Runtime) -> Any:

@@ -33,8 +33,8 @@ from proveniq.errors import (
     ProveniqError,
     Unavailable,
 )
+from proveniq.grouping import GroupCommitter
 from proveniq.ledger import lifecycle
-from proveniq.ledger.grouping import GroupCommitter
 from proveniq.ledger.outbox import Relay
 from proveniq.ledger.submission import Prepared, prepare_new_event
 from proveniq.log.chain import Draft, Tail, link

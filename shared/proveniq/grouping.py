@@ -15,8 +15,8 @@ Cloud Function instance keeps running while its requests are open):
   as a whole reaches each of its requests.
 
 `GroupCommitter` knows nothing of the ledger: `Sequencer` gives it the group transaction
-(`Sequencer.commit_group`). (The device intake still groups with its own fixed linger,
-`intake/devices` GroupedIngest: its layer may not import `ledger`.)
+(`Sequencer.commit_group`); the device intake gives it `DeviceIngest.ingest`
+(`intake/devices/grouping.py`).
 """
 
 from __future__ import annotations
