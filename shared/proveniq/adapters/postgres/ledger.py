@@ -348,6 +348,17 @@ class _Nodes:
 
 
 LATEST_CHECKPOINT_SQL = "SELECT size, root, note FROM checkpoints ORDER BY size DESC LIMIT 1"
+# One primary-key range scan per level. The LIMIT (never reached: (level, idx) is unique)
+# keeps the LATERAL subquery from being flattened into a join, which the planner runs as a hash
+# join over a parallel scan of the whole table once it is large (at 20 M nodes: 3.1 s per call
+# against 0.11 s).
+NODES_IN_SQL = (
+    "SELECT r.level, n.idx, n.hash "
+    "FROM unnest(%s::smallint[], %s::bigint[], %s::bigint[]) AS r(level, lo, hi) "
+    "CROSS JOIN LATERAL (SELECT idx, hash FROM tree_nodes "
+    "WHERE level = r.level AND idx >= r.lo AND idx < r.hi "
+    "ORDER BY idx LIMIT r.hi - r.lo) n"
+)
 
 
 class CursorView(_Nodes):
@@ -458,12 +469,8 @@ class CursorAuditView(_Nodes):
     def nodes_in(self, ranges: Sequence[tuple[int, int, int]]) -> list[tuple[NodeId, bytes]]:
         if not ranges:
             return []
-        # LATERAL: one primary-key range scan per level, never a scan of the whole table.
         self.cur.execute(
-            "SELECT r.level, n.idx, n.hash "
-            "FROM unnest(%s::smallint[], %s::bigint[], %s::bigint[]) AS r(level, lo, hi) "
-            "CROSS JOIN LATERAL (SELECT idx, hash FROM tree_nodes "
-            "WHERE level = r.level AND idx >= r.lo AND idx < r.hi) n",
+            NODES_IN_SQL,
             ([r[0] for r in ranges], [r[1] for r in ranges], [r[2] for r in ranges]),
         )
         return [((lv, ix), bytes(h)) for lv, ix, h in self.cur.fetchall()]
