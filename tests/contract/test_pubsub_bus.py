@@ -184,3 +184,20 @@ def test_unreachable_server_raises_unavailable_within_the_timeout(
     finally:
         publisher.close()
     assert time.monotonic() - started < 4
+
+
+def test_a_message_is_not_held_for_the_library_default_batch_latency(
+    server: FakePubSub, publisher: PubSubBus
+) -> None:
+    """The relay waits for the publish before a write's 201: the client library's default
+    (a batch waits up to 10 ms for more messages) would be added to every write."""
+    from google.cloud import pubsub_v1
+
+    from proveniq.adapters.gcp.pubsub import BATCH_LATENCY_SECONDS
+
+    publisher.send("ledger-events", [Message(data=b"one", ordering_key="subject")])
+    client = publisher._get_client()
+    assert client.batch_settings.max_latency == BATCH_LATENCY_SECONDS
+    assert pubsub_v1.types.BatchSettings().max_latency > BATCH_LATENCY_SECONDS
+    assert client.publisher_options.enable_message_ordering
+    assert server.published() == [(TOPIC_PATH, b"one", {}, "subject")]
