@@ -184,9 +184,10 @@ def self_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def tree_cpu(pid: int) -> float:
-    """CPU seconds of `pid`'s live children, then of `pid` itself with its reaped children
-    (read last, so a child reaped during the scan is not missed)."""
+def tree_cpu(pid: int, *, child: Callable[[bytes], bool] | None = None) -> float:
+    """CPU seconds of `pid`'s live children (those whose command line `child` accepts, if
+    given), then of `pid` itself with its reaped children (read last, so a child reaped during
+    the scan is not missed)."""
 
     def times(p: str) -> tuple[int, int] | None:
         try:
@@ -199,10 +200,20 @@ def tree_cpu(pid: int) -> float:
 
     total = 0
     for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and (t := times(entry.name)) is not None and t[0] == pid:
+        if not entry.name.isdigit() or (t := times(entry.name)) is None or t[0] != pid:
+            continue
+        if child is None or child(_cmdline(entry.name)):
             total += t[1]
     own = times(str(pid))
     return (total + (own[1] if own else 0)) / CLK_TCK
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
 
 
 def machine_cpu() -> float:
@@ -496,8 +507,9 @@ class InProcessStack:
 
 
 class ServeProcess:
-    """`proveniq serve --workers N` (gunicorn, N server processes; its seal timer and outbox
-    sweep in one more) on a database per `use()`; its CPU is that of the whole process tree."""
+    """`proveniq serve --workers N` (gunicorn, N server processes; its seal timer, outbox sweep
+    and followers in one more) on a database per `use()`; its CPU is that of the server
+    processes (`server_cpu`)."""
 
     def __init__(self, pg: Database, *, workers: int, pool_size: int = 16) -> None:
         self.pg = pg
@@ -536,7 +548,12 @@ class ServeProcess:
         return ["--workers", str(self.workers), "--port", str(self.port)]
 
     def server_cpu(self) -> float:
-        return tree_cpu(self.proc.pid) if self.proc is not None else 0.0
+        """The gunicorn master and its workers: write_event's processes. Not the background
+        process (seal timer, outbox sweep, followers) nor the Firestore emulator, which are
+        other instances in production."""
+        if self.proc is None:
+            return 0.0
+        return tree_cpu(self.proc.pid, child=lambda cmd: b"proveniq.app.cli\x00serve" in cmd)
 
     def release(self) -> None:
         if self.proc is not None:

@@ -477,7 +477,8 @@ def report(
     servers = ", ".join(
         "werkzeug threaded server (one process), PROVENIQ_POOL_SIZE=32"
         if w == 1
-        else f"proveniq serve --workers {w} (gunicorn gthread), pool 16 each"
+        else f"proveniq serve --workers {w} (gunicorn gthread, the followers in its background "
+        "process), pool 16 each"
         for w in args.workers
     )
     print(
@@ -518,8 +519,9 @@ def report(
     )
     print(
         "cores: CPU seconds / wall seconds of the driver (raw: this process; HTTP: the client"
-        " process), the app server process(es), PostgreSQL, the delay line; srv us/ev: app CPU"
-        " per event."
+        " process), the app server process(es) (serve: gunicorn's master and workers, not the"
+        " background process or the Firestore emulator), PostgreSQL, the delay line; srv us/ev:"
+        " app CPU per event."
     )
     for line in notes:
         print(line)

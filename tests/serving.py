@@ -26,7 +26,7 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes], log: Path, *, timeout: 
         try:
             if requests.get(base + "/ready", timeout=1).ok:
                 return
-        except requests.ConnectionError:
-            pass
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # not listening yet, or listening while its workers still start
         time.sleep(0.1)
     raise AssertionError(f"proveniq serve did not become ready: {log.read_text()[-3000:]}")

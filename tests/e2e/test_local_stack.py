@@ -181,3 +181,33 @@ def test_append_seal_download_verify_offline(local_stack: dict[str, Any], tmp_pa
     )
     assert audit.returncode == 0, audit.stderr
     assert f"OK: {new_size} entries" in audit.stdout
+
+
+def test_the_followers_score_a_claim_in_either_mode(local_stack: dict[str, Any]) -> None:
+    """One process: the followers run on its in-process bus. Two workers: the workers publish
+    to the background process's Pub/Sub Publisher API, whose followers score the claim."""
+    base, key = local_stack["base"], local_stack["key"]
+    auth = {"Authorization": f"Bearer {key}"}
+    r = requests.post(
+        f"{base}/v1/events",
+        headers=auth,
+        timeout=30,
+        json={
+            "type": "claim.created",
+            "subject": "clm_modes",
+            "payload": {"amount_cents": 125000, "currency": "EUR", "claimant": "c1"},
+        },
+    )
+    assert r.status_code == 201, r.text
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        score = requests.get(f"{base}/v1/risk/clm_modes/score", headers=auth, timeout=30)
+        if score.status_code == 200:
+            break
+        time.sleep(0.2)
+    assert score.status_code == 200, score.text
+    assert score.json()["data"]["risk_event"]["id"]
+    log = (local_stack["state"] / "stack.log").read_text()
+    assert ("PUBSUB_EMULATOR_HOST=127.0.0.1:" in log) and (
+        "the followers run in each server process" not in log
+    )
