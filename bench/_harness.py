@@ -511,10 +511,13 @@ class ServeProcess:
     and followers in one more) on a database per `use()`; its CPU is that of the server
     processes (`server_cpu`)."""
 
-    def __init__(self, pg: Database, *, workers: int, pool_size: int = 16) -> None:
+    def __init__(
+        self, pg: Database, *, workers: int, pool_size: int = 16, state_dir: Path | None = None
+    ) -> None:
         self.pg = pg
         self.workers = workers
         self.pool_size = pool_size
+        self.state_dir = state_dir  # None: a folder per database (its own signing key)
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -526,7 +529,7 @@ class ServeProcess:
         env = stack_env(
             self.pg,
             db,
-            self.pg.folder / f"serve-{db}",
+            self.state_dir or self.pg.folder / f"serve-{db}",
             pool_size=str(self.pool_size),
             seal_interval_ms="3600000",
             seal_tick_seconds="3600",  # one (empty) seal at start, then none during a run

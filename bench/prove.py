@@ -2,6 +2,7 @@
 
     python bench/prove.py [--sizes 1000000,10000000] [--quick] [--clients C] [--writers W]
                           [--intervals 500,250] [--tick-seconds 60] [--proof-waiters 2]
+                          [--serve-workers 2]
 
 Starts its own embedded PostgreSQL in a temporary folder under /tmp, migrates a template
 database, serves the local stack's gateway over real HTTP on 127.0.0.1 (werkzeug, threaded),
@@ -18,7 +19,9 @@ and for each size N (a fresh database each) prints:
 2. proofs: `GET /v1/events/{id}/proof` for random events through the gateway, from a spawned
    client process with one persistent `http.client` connection per thread (8 threads by default,
    at most 5,000 requests or 30 s); requests/s and p50/p99 latency; a few bundles are verified
-   (leaf, inclusion path, checkpoint signature) with the publisher's primary public key.
+   (leaf, inclusion path, checkpoint signature) with the publisher's primary public key. Then
+   the same through `proveniq serve --workers 2` (gunicorn, the server kind Cloud Functions
+   runs; --serve-workers) on the same database and signing key.
 3. time-to-integrate under sustained `POST /v1/events` load (4 closed-loop writers, ~20 s) with
    the production wiring: a scheduler thread fires the real batch_merkle body
    (`entrypoints.batch_merkle()`) once per `--tick-seconds` (Cloud Scheduler's minute), each
@@ -292,16 +295,20 @@ class Run:
     args: Any
 
 
-def prove(run: Run, db: str, n: int, tenant: h.Tenant) -> Proved:
+def prove(run: Run, db: str, n: int, tenant: h.Tenant, server: Any = None) -> Proved:
+    """Proofs through `server` (the in-process werkzeug stack by default, or a ServeProcess on
+    the same database and signing key)."""
     from proveniq.log.bundle import Bundle, verifiers_for, verify_bundle
 
     pg, stack, args = run.pg, run.stack, run.args
+    signer = stack.runtime.publisher.primary  # the key served as the log's public key
+    server = server or stack
     conc, limit = args.clients, args.proof_requests
     seqs = random.sample(range(n), min(n, limit + conc * 2))
     by_seq = dict(pg.query(db, "SELECT seq, id FROM events WHERE seq = ANY(%s)", (seqs,)))
     ids = [by_seq[s] for s in seqs]
     load = h.Load(
-        port=stack.port,
+        port=server.port,
         key=tenant.key,
         conc=conc,
         plan=functools.partial(proof_plan, ids[conc * 2 :] or ids, ids[: conc * 2]),
@@ -309,14 +316,28 @@ def prove(run: Run, db: str, n: int, tenant: h.Tenant) -> Proved:
         seconds=args.proof_seconds,
         samples=5,
     )
-    result, u = run.clients.run(load, h.Meter(pg.postmaster, server=stack.server_cpu))
-    signer = stack.runtime.publisher.primary  # the key served as the log's public key
+    result, u = run.clients.run(load, h.Meter(pg.postmaster, server=server.server_cpu))
     verified = 0
     for body in result.samples:
         bundle = Bundle.from_json(json.loads(body)["data"])
         verify_bundle(bundle, verifiers_for(bundle.checkpoint, signer.public_key, signer.name))
         verified += 1
     return Proved(result.requests, result.seconds, result.latencies, u.summary(result), verified)
+
+
+def prove_on_serve(run: Run, db: str, n: int, tenant: h.Tenant, workers: int) -> Proved:
+    """Step 2 through `proveniq serve --workers N` (gunicorn: the production server kind) on
+    the same database, with the in-process stack's state folder (its signing key); the
+    in-process stack's runtime is rebuilt afterwards for step 3."""
+    serve = h.ServeProcess(run.pg, workers=workers, state_dir=run.pg.folder / "state")
+    signer_runtime = run.stack.runtime
+    try:
+        serve.use(db)
+        run.stack.runtime = signer_runtime  # for the bundles' signature check
+        return prove(run, db, n, tenant, server=serve)
+    finally:
+        serve.release()
+        run.stack.use(db)
 
 
 # ---- 3. time-to-integrate ------------------------------------------------------------------
@@ -606,6 +627,16 @@ def run_size(run: Run, n: int, est: Estimates) -> None:
             f"   ({pr.cores}); all 200, {pr.verified} bundles "
             "verified"
         )
+        if args.serve_workers > 1:
+            w = args.serve_workers
+            log(f"2. proofs again on proveniq serve --workers {w}")
+            pr = prove_on_serve(run, db, n, tenant, w)
+            out.add(
+                f"   on serve -w{w}: {pr.requests:>6,} requests, {pr.seconds:.1f} s = "
+                f"{pr.rate:,.0f} req/s; latency p50 {pct(pr.latencies, 0.5) * 1e3:.1f} ms, p99 "
+                f"{pct(pr.latencies, 0.99) * 1e3:.1f} ms   ({pr.cores}); all 200, "
+                f"{pr.verified} bundles verified"
+            )
 
         out.add(
             f"3. time-to-integrate as deployed ({args.writers} writers, single-event POST "
@@ -663,6 +694,12 @@ def main() -> None:
         "--tick-seconds", type=float, default=60, help="scheduler period, s (Cloud Scheduler: 60)"
     )
     parser.add_argument("--proof-waiters", type=int, default=2, help="?wait=proof writers [2]")
+    parser.add_argument(
+        "--serve-workers",
+        type=int,
+        default=2,
+        help="step 2 again on `proveniq serve --workers N`; 0 or 1: not [2]",
+    )
     args = parser.parse_args()
     sizes_text = args.sizes or ("20000" if args.quick else "1000000,10000000")
     try:
