@@ -507,9 +507,9 @@ class InProcessStack:
 
 
 class ServeProcess:
-    """`proveniq serve --workers N` (gunicorn, N server processes; its seal timer, outbox sweep
-    and followers in one more) on a database per `use()`; its CPU is that of the server
-    processes (`server_cpu`)."""
+    """`proveniq serve --workers N` (gunicorn, N server processes, each running the followers
+    on its in-process bus; the seal timer and outbox sweep in one more) on a database per
+    `use()`; its CPU is that of the server processes (`server_cpu`)."""
 
     def __init__(
         self, pg: Database, *, workers: int, pool_size: int = 16, state_dir: Path | None = None
@@ -551,9 +551,8 @@ class ServeProcess:
         return ["--workers", str(self.workers), "--port", str(self.port)]
 
     def server_cpu(self) -> float:
-        """The gunicorn master and its workers: write_event's processes. Not the background
-        process (seal timer, outbox sweep, followers) nor the Firestore emulator, which are
-        other instances in production."""
+        """The gunicorn master and its workers (their in-process followers included). Not the
+        background process (seal timer, outbox sweep) nor the Firestore emulator."""
         if self.proc is None:
             return 0.0
         return tree_cpu(self.proc.pid, child=lambda cmd: b"proveniq.app.cli\x00serve" in cmd)

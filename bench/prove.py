@@ -459,7 +459,7 @@ class TtiResult:
     uncovered: int
     seals: int
     leaves_per_seal: float
-    answer_delays: list[float]  # ?wait=proof: answer - commit of the covering checkpoint
+    answer_delays: list[float]  # ?wait=proof: answer - commit of the covering checkpoint, in order
     proof_pending: int
     cores: str
 
@@ -525,7 +525,7 @@ def time_to_integrate(run: Run, tenant: h.Tenant, interval_ms: int) -> TtiResult
             early += 1
         tti.append(max(0.0, d))
     delays, pending = [], 0
-    for t_answer, seq, status in waiters.answers:
+    for t_answer, seq, status in sorted(waiters.answers):  # in answer order
         t_commit = _first_covering(commits, seq)
         if status != "sealed" or t_commit is None:
             pending += 1
@@ -659,7 +659,8 @@ def run_size(run: Run, n: int, est: Estimates) -> None:
                 f"        {r.seals} checkpoints, {r.leaves_per_seal:,.0f} events/checkpoint; "
                 f"?wait=proof answer after the commit: {len(d)} answers, p50 "
                 f"{pct(d, 0.5) * 1e3:.1f} ms, p99 {pct(d, 0.99) * 1e3:.1f} ms, max "
-                f"{max(d, default=float('nan')) * 1e3:.1f} ms, {r.proof_pending} pending; "
+                f"{max(d, default=float('nan')) * 1e3:.1f} ms, first "
+                f"{(d[0] if d else float('nan')) * 1e3:.1f} ms, {r.proof_pending} pending; "
                 f"{r.early} covered before the ack arrived (counted 0), {r.uncovered} uncovered"
                 f"   ({r.cores})"
             )

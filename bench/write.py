@@ -477,8 +477,8 @@ def report(
     servers = ", ".join(
         "werkzeug threaded server (one process), PROVENIQ_POOL_SIZE=32"
         if w == 1
-        else f"proveniq serve --workers {w} (gunicorn gthread, the followers in its background "
-        "process), pool 16 each"
+        else f"proveniq serve --workers {w} (gunicorn gthread, each worker runs the followers),"
+        " pool 16 each"
         for w in args.workers
     )
     print(
@@ -519,9 +519,9 @@ def report(
     )
     print(
         "cores: CPU seconds / wall seconds of the driver (raw: this process; HTTP: the client"
-        " process), the app server process(es) (serve: gunicorn's master and workers, not the"
-        " background process or the Firestore emulator), PostgreSQL, the delay line; srv us/ev:"
-        " app CPU per event."
+        " process), the app server process(es) (serve: gunicorn's master and workers with their"
+        " in-process followers, not the background process or the Firestore emulator),"
+        " PostgreSQL, the delay line; srv us/ev: app CPU per event."
     )
     for line in notes:
         print(line)

@@ -59,10 +59,6 @@ Adapters are chosen here (`backend`), never by "if testing" elsewhere.
     PROVENIQ_DEVICE_DEAD_LETTER_TOPIC                           [device-telemetry-dead-letter]
     PROVENIQ_DEVICE_MAX_SKEW_SECONDS  sent_at vs publish time    [900]
     PROVENIQ_LOCAL_PUBSUB_PORT  the local stack's Pub/Sub Publisher API port    [8085]
-    PROVENIQ_LOCAL_BUS        local backend: in-process (default; the followers run in the
-                              process that relays) | pubsub (publish to the Publisher API at
-                              PUBSUB_EMULATOR_HOST, whose followers run elsewhere; `serve
-                              --workers N` sets it in its workers)       [in-process]
   projection
     PROVENIQ_FIRESTORE_PROJECT  project of the Firestore projection; unset: no projection
                                 (the local stack sets it when it starts the emulator)
@@ -134,7 +130,6 @@ class Settings(BaseSettings):
     device_dead_letter_topic: str = "device-telemetry-dead-letter"
     device_max_skew_seconds: PositiveInt = 900
     local_pubsub_port: PositiveInt = 8085
-    local_bus: Literal["in-process", "pubsub"] = "in-process"
     firestore_project: str | None = None
 
     @field_validator(

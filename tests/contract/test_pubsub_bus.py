@@ -201,22 +201,3 @@ def test_a_message_is_not_held_for_the_library_default_batch_latency(
     assert pubsub_v1.types.BatchSettings().max_latency > BATCH_LATENCY_SECONDS
     assert client.publisher_options.enable_message_ordering
     assert server.published() == [(TOPIC_PATH, b"one", {}, "subject")]
-
-
-def test_the_local_backend_publishes_to_the_publisher_api_when_told(server: FakePubSub) -> None:
-    """`serve --workers N` sets PROVENIQ_LOCAL_BUS=pubsub in its workers: their relay then
-    reaches the Publisher API at PUBSUB_EMULATOR_HOST (the background process's followers)."""
-    from proveniq.adapters.local.bus import InProcessBus
-    from proveniq.app.runtime import LOCAL_PROJECT, _bus
-    from proveniq.settings import Settings
-
-    assert isinstance(_bus(Settings()), InProcessBus)
-    bus = _bus(Settings(local_bus="pubsub"))
-    assert isinstance(bus, PubSubBus)
-    try:
-        bus.send("ledger-events", [Message(data=b"relayed", ordering_key="clm_1")])
-    finally:
-        bus.close()
-    assert server.published() == [
-        (f"projects/{LOCAL_PROJECT}/topics/ledger-events", b"relayed", {}, "clm_1")
-    ]

@@ -29,7 +29,6 @@ log = logging.getLogger("proveniq.localstack")
 SWEEP_MIN_AGE_SECONDS = 5.0  # leave in-flight publishes to the request that makes them
 WEBHOOK_POLL_SECONDS = 0.2
 WEBHOOK_SWEEP_SECONDS = 60
-BACKGROUND_START_SECONDS = 60  # multi-worker: how long the workers wait for the followers' API
 FIRESTORE_PROJECT = "demo-proveniq"
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -452,11 +451,7 @@ def run_workers(
     settings: Settings, *, host: str, echo: Callable[[str], None], workers: int
 ) -> None:
     """Several server processes (gunicorn, threaded workers) share the port, so more than one
-    interpreter serves requests; the seal timer, the outbox sweep and the followers run in one
-    extra process, as separate function instances do in production: the workers publish to
-    that process's Pub/Sub Publisher API (PROVENIQ_LOCAL_BUS=pubsub), which hands the messages
-    to its followers (risk_score, device_ingest). If that API could not start (its port is
-    taken), each worker runs the followers itself, on its in-process bus.
+    interpreter serves requests; the seal timer and outbox sweep run in one extra process.
     Each process has its own runtime and connection pool, built after the fork."""
     import multiprocessing
 
@@ -467,18 +462,8 @@ def run_workers(
     release_runtime()  # no connection may cross a fork
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
-    started = ctx.Queue()
-    background = ctx.Process(
-        target=_background_main, args=(stop, started), name="proveniq-background"
-    )
+    background = ctx.Process(target=_background_main, args=(stop,), name="proveniq-background")
     background.start()
-    address = _started_address(background, started)
-    if address:
-        echo(f"Pub/Sub Publisher API for devices: PUBSUB_EMULATOR_HOST={address}")
-        os.environ["PUBSUB_EMULATOR_HOST"] = address  # the workers fork from this process
-        os.environ["PROVENIQ_LOCAL_BUS"] = "pubsub"
-    else:
-        echo("the followers run in each server process (no Pub/Sub Publisher API)")
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -517,26 +502,8 @@ def run_workers(
     shutdown(settings)
 
 
-def _started_address(background: Any, started: Any) -> str:
-    """The background process's Publisher API address, once it is listening ("" if it did not
-    start, or the process ended first)."""
-    import queue
-
-    deadline = time.monotonic() + BACKGROUND_START_SECONDS
-    while time.monotonic() < deadline:
-        try:
-            address: str = started.get(timeout=0.5)
-            return address
-        except queue.Empty:
-            if not background.is_alive():
-                return ""
-    return ""
-
-
-def _background_main(stop: Any, started: Any) -> None:
-    """The seal timer, the outbox sweep and the followers behind the Pub/Sub Publisher API, in
-    their own process (multi-worker mode); `started` gets the API's address ("" if it did not
-    start)."""
+def _background_main(stop: Any) -> None:
+    """The seal timer and the outbox sweep, in their own process (multi-worker mode)."""
     import signal
 
     from proveniq.app import logs
@@ -550,7 +517,6 @@ def _background_main(stop: Any, started: Any) -> None:
     connect_followers(apps)
     threads = start_background(local_stop, apps)
     pubsub = start_pubsub_server(Settings.from_env(), lambda _: None)
-    started.put(getattr(pubsub, "address", ""))
     stop.wait()
     pubsub.stop()
     stop_sealing(local_stop)

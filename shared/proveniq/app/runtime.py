@@ -376,15 +376,12 @@ def _connector(settings: Settings) -> pg.Connect:
     return pg.url_connector(server.url(user=settings.db_user, database=settings.db_name))
 
 
-LOCAL_PROJECT = "proveniq-local"  # the local Publisher API accepts any project
-
-
 def _bus(settings: Settings) -> Bus:
-    if settings.backend == "gcp" or settings.local_bus == "pubsub":
+    if settings.backend == "gcp":
         from proveniq.adapters.gcp.pubsub import PubSubBus
 
-        project = settings.gcp_project or LOCAL_PROJECT
-        return PubSubBus(project=project)
+        assert settings.gcp_project is not None
+        return PubSubBus(project=settings.gcp_project)
     from proveniq.adapters.local.bus import InProcessBus
 
     return InProcessBus()
