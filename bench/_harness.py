@@ -543,6 +543,7 @@ class ServeProcess:
             env={**os.environ, **env},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=stop_with_parent,
         )
         _wait_ready(self.port, self.proc)
         return tenant
@@ -573,6 +574,15 @@ class ServeProcess:
 
 def open_stack(pg: Database, workers: int = 1) -> InProcessStack | ServeProcess:
     return InProcessStack(pg) if workers == 1 else ServeProcess(pg, workers=workers)
+
+
+def stop_with_parent() -> None:
+    """In a child before exec: SIGTERM when this benchmark ends, however it ends (Linux
+    PR_SET_PDEATHSIG), so a killed run leaves no server stack running to skew the next one."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _free_port() -> int:
