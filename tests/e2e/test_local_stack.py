@@ -64,6 +64,16 @@ def local_stack(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
         assert stopped, "Ctrl-C left the embedded PostgreSQL running"
 
 
+def write(stack: dict[str, Any], event: dict[str, Any]) -> requests.Response:
+    """POST one event to the stack as its demo partner."""
+    return requests.post(
+        f"{stack['base']}/v1/events",
+        headers={"Authorization": f"Bearer {stack['key']}"},
+        timeout=30,
+        json=event,
+    )
+
+
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
@@ -73,15 +83,9 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_append_seal_download_verify_offline(local_stack: dict[str, Any], tmp_path: Path) -> None:
     base, key = local_stack["base"], local_stack["key"]
     auth = {"Authorization": f"Bearer {key}"}
-    first = requests.post(
-        f"{base}/v1/events",
-        headers=auth,
-        timeout=30,
-        json={
-            "type": "asset.created",
-            "subject": "ast_e2e",
-            "payload": {"vin": "4T1B11HK5KU000001"},
-        },
+    first = write(
+        local_stack,
+        {"type": "asset.created", "subject": "ast_e2e", "payload": {"vin": "4T1B11HK5KU000001"}},
     )
     assert first.status_code == 201, first.text
     batch = requests.post(
@@ -188,11 +192,9 @@ def test_the_followers_score_a_claim_in_either_mode(local_stack: dict[str, Any])
     process that wrote the claim, and score it."""
     base, key = local_stack["base"], local_stack["key"]
     auth = {"Authorization": f"Bearer {key}"}
-    r = requests.post(
-        f"{base}/v1/events",
-        headers=auth,
-        timeout=30,
-        json={
+    r = write(
+        local_stack,
+        {
             "type": "claim.created",
             "subject": "clm_modes",
             "payload": {"amount_cents": 125000, "currency": "EUR", "claimant": "c1"},
