@@ -95,6 +95,7 @@ HTTP load (a spawned process; one persistent http.client connection per thread)
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import http.client
 import itertools
 import json
@@ -543,7 +544,7 @@ class ServeProcess:
             env={**os.environ, **env},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=stop_with_parent,
+            preexec_fn=stop_with_parent(os.getpid()),
         )
         _wait_ready(self.port, self.proc)
         return tenant
@@ -556,7 +557,7 @@ class ServeProcess:
         background process (seal timer, outbox sweep) nor the Firestore emulator."""
         if self.proc is None:
             return 0.0
-        return tree_cpu(self.proc.pid, child=lambda cmd: b"proveniq.app.cli\x00serve" in cmd)
+        return tree_cpu(self.proc.pid, child=_server_process)
 
     def release(self) -> None:
         if self.proc is not None:
@@ -576,13 +577,29 @@ def open_stack(pg: Database, workers: int = 1) -> InProcessStack | ServeProcess:
     return InProcessStack(pg) if workers == 1 else ServeProcess(pg, workers=workers)
 
 
-def stop_with_parent() -> None:
-    """In a child before exec: SIGTERM when this benchmark ends, however it ends (Linux
-    PR_SET_PDEATHSIG), so a killed run leaves no server stack running to skew the next one."""
-    import ctypes
+def _server_process(cmdline: bytes) -> bool:
+    """A gunicorn master's child that serves requests: not the background process nor the
+    resource tracker (multiprocessing spawn) and not the Firestore emulator (node)."""
+    program = cmdline.split(b"\x00", 1)[0]
+    return b"multiprocessing" not in cmdline and not program.endswith(b"node")
 
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+_PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before any fork
+
+
+def stop_with_parent(parent: int) -> Callable[[], None]:
+    """For Popen's preexec_fn: the child gets SIGTERM when this benchmark ends, however it ends
+    (Linux PR_SET_PDEATHSIG, which follows the forking thread: start servers from the main
+    thread), so a killed run leaves no server stack running to skew the next one."""
+
+    def in_child() -> None:
+        if _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:  # the benchmark ended before the call above
+            os._exit(1)
+
+    return in_child
 
 
 def _free_port() -> int:

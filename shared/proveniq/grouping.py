@@ -6,8 +6,9 @@ Cloud Function instance keeps running while its requests are open):
 - a request that arrives while no group is forming or committing becomes the LEADER: it
   lingers at most `wait` seconds for company (less if `max_size` requests are pending), takes
   every pending request (at most `max_size`) and runs them as ONE group. With `adaptive` (the
-  default) it lingers only if the previous group had company: a lone writer is never delayed,
-  and under load (groups of several) the linger gathers larger groups;
+  default) it lingers only if the previous group had company: a lone writer is not delayed
+  (but for the first request after a group of several, which lingers once), and under load
+  (groups of several) the linger gathers larger groups;
 - a request that arrives while a group is forming joins it; one that arrives while a group is
   committing waits for the next group, which starts as soon as the current one has committed
   (its oldest request leads it, without lingering: it has waited already);

@@ -265,3 +265,4 @@ def test_node_ranges_stay_range_scans_whatever_join_the_planner_prefers(sealed: 
     after = CursorAuditView(cur).nodes_in(list(zip(*ranges, strict=True)))
     assert sorted(after) == sorted(before)
     assert len(before) == (60 - 10) + (30 - 5) + (15 - 2)
+    assert CursorAuditView(cur).nodes_in([(0, 5, 5), (0, 9, 3)]) == []  # empty, backwards

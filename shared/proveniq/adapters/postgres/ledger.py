@@ -357,7 +357,7 @@ NODES_IN_SQL = (
     "FROM unnest(%s::smallint[], %s::bigint[], %s::bigint[]) AS r(level, lo, hi) "
     "CROSS JOIN LATERAL (SELECT idx, hash FROM tree_nodes "
     "WHERE level = r.level AND idx >= r.lo AND idx < r.hi "
-    "ORDER BY idx LIMIT r.hi - r.lo) n"
+    "ORDER BY idx LIMIT GREATEST(r.hi - r.lo, 0)) n"
 )
 
 

@@ -3,8 +3,9 @@
 A Cloud Function instance with concurrency > 1 (or the local bus's workers) receives one Pub/Sub
 message per request. `grouped(ingest)` puts each delivery through the ledger's
 `GroupCommitter` (the same leader/follower grouping as write_event's group commit): concurrent
-deliveries run as ONE `DeviceIngest.ingest` call (one lock acquisition per tenant), a lone
-delivery is never delayed, and every submitter gets its own outcome once that group committed,
+deliveries run as ONE `DeviceIngest.ingest` call (one lock acquisition per tenant), lone
+deliveries are not delayed (the adaptive linger waits only after a group of several), and
+every submitter gets its own outcome once that group committed,
 or the group's exception (e.g. `errors.Unavailable`, so each of those requests fails and
 Pub/Sub redelivers its message).
 """
