@@ -99,6 +99,16 @@ def write(stack: LiveStack, n: int, subject: str) -> list[dict[str, Any]]:
     return append(stack, n, stack.keys["acme:MEMBER"], subject)
 
 
+def sealed_and_replayed(
+    stack: LiveStack, pg_server: Any, standby: Any, n: int, subject: str
+) -> list[dict[str, Any]]:
+    """`n` events written on the primary, sealed, and replayed by the standby."""
+    events = write(stack, n, subject)
+    assert runtime().integrator.integrate_and_publish() is not None
+    caught_up(pg_server, standby)
+    return events
+
+
 def get(stack: LiveStack, path: str, **headers: str) -> requests.Response:
     return get_as(stack, path, stack.keys["acme:MEMBER"], **headers)
 
@@ -127,9 +137,7 @@ def test_writes_on_primary_proofs_on_replica_no_wrong_answer_while_it_lags(
     replica_stack: LiveStack, pg_server: Any, pg_standby: Any
 ) -> None:
     stack = replica_stack
-    old = write(stack, 5, "clm_old")
-    assert runtime().integrator.integrate_and_publish() is not None
-    caught_up(pg_server, pg_standby)
+    old = sealed_and_replayed(stack, pg_server, pg_standby, 5, "clm_old")
 
     # caught up: every read is the replica's
     base = sum(reader().fallbacks.values())
@@ -223,9 +231,7 @@ def test_pending_on_the_primary_stays_pending_and_unknown_ids_are_404(
     replica_stack: LiveStack, pg_server: Any, pg_standby: Any
 ) -> None:
     stack = replica_stack
-    write(stack, 3, "clm_a")
-    assert runtime().integrator.integrate_and_publish() is not None
-    caught_up(pg_server, pg_standby)
+    sealed_and_replayed(stack, pg_server, pg_standby, 3, "clm_a")
     stack.pause()  # type: ignore[attr-defined]
     unsealed = write(stack, 2, "clm_b")  # acknowledged, not yet sealed anywhere
     r = get(stack, f"/v1/events/{unsealed[0]['id']}/proof")
@@ -248,9 +254,7 @@ def test_wait_on_the_replica_is_woken_by_the_primarys_seal(
     import time
 
     stack = replica_stack
-    write(stack, 2, "clm_w")
-    assert runtime().integrator.integrate_and_publish() is not None
-    caught_up(pg_server, pg_standby)
+    sealed_and_replayed(stack, pg_server, pg_standby, 2, "clm_w")
     stack.pause()  # type: ignore[attr-defined]
     unsealed = write(stack, 1, "clm_w")
     answer: dict[str, Any] = {}
@@ -313,9 +317,7 @@ def test_replica_connections_dropped_mid_use_fall_back_to_the_primary(
     replica_stack: LiveStack, pg_server: Any, pg_standby: Any
 ) -> None:
     stack = replica_stack
-    events = write(stack, 4, "clm_c")
-    assert runtime().integrator.integrate_and_publish() is not None
-    caught_up(pg_server, pg_standby)
+    events = sealed_and_replayed(stack, pg_server, pg_standby, 4, "clm_c")
     verified_bundle(get(stack, f"/v1/events/{events[0]['id']}/proof"))  # pooled replica conns
     killed = standby_sql(
         pg_standby,
