@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,9 +21,15 @@ from proveniq.ledger.proofs import Proofs
 from proveniq.ledger.publishing import CheckpointPublisher
 from proveniq.ledger.queries import Queries
 from proveniq.ledger.sequencing import GroupCommit, Sequencer
+from proveniq.ledger.submission import parse_single
 from proveniq.log.signer import Ed25519Signer
 
 ORIGIN = "proveniq.test/conformance"
+
+
+def event(kind: str = "claim.created", subject: str = "clm_1", **payload: Any) -> Any:
+    """One prepared event, as a write request's body would give it."""
+    return parse_single(json.dumps({"type": kind, "subject": subject, "payload": payload}).encode())
 
 
 @dataclass

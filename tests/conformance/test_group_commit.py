@@ -31,11 +31,7 @@ from proveniq.ledger.sequencing import (
 from proveniq.ledger.submission import parse_single
 from proveniq.log.chain import Tail, verify_chain
 from proveniq.ports import EventFilter, Idempotency, StoredResponse
-from tests.conformance.conftest import Subject
-
-
-def event(kind: str = "claim.created", subject: str = "clm_1", **payload: Any) -> Any:
-    return parse_single(json.dumps({"type": kind, "subject": subject, "payload": payload}).encode())
+from tests.conformance.conftest import Subject, event
 
 
 def render(entries: list[Any]) -> StoredResponse:

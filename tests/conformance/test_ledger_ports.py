@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from typing import Any
 
 import pytest
 
@@ -19,19 +18,13 @@ from proveniq.errors import (
 from proveniq.ledger.audit import audit
 from proveniq.ledger.proofs import Pending
 from proveniq.ledger.sequencing import request_hash
-from proveniq.ledger.submission import parse_batch, parse_single
+from proveniq.ledger.submission import parse_batch
 from proveniq.log import merkle
 from proveniq.log.bundle import Bundle
 from proveniq.log.chain import Tail, verify_chain
 from proveniq.log.entry import Entry
 from proveniq.ports import EventFilter, Idempotency, NewEvent, StoredResponse
-from tests.conformance.conftest import Subject
-
-
-def event(kind: str = "claim.created", subject: str = "clm_1", **payload: Any) -> Any:
-    import json
-
-    return parse_single(json.dumps({"type": kind, "subject": subject, "payload": payload}).encode())
+from tests.conformance.conftest import Subject, event
 
 
 def all_entries(s: Subject) -> list[Entry]:
