@@ -254,6 +254,8 @@ def test_wait_on_the_replica_is_woken_by_the_primarys_seal(
     import time
 
     stack = replica_stack
+    reads = runtime().reads
+    assert reads is not None and reads.proofs.awaiter is runtime().proofs.awaiter  # one watch
     sealed_and_replayed(stack, pg_server, pg_standby, 2, "clm_w")
     stack.pause()  # type: ignore[attr-defined]
     unsealed = write(stack, 1, "clm_w")

@@ -40,7 +40,7 @@ from proveniq.followers.risk.scoring import RiskScorer
 from proveniq.ledger.claims import ClaimVerification
 from proveniq.ledger.integration import Integrator
 from proveniq.ledger.outbox import Relay
-from proveniq.ledger.proofs import Proofs
+from proveniq.ledger.proofs import CheckpointAwaiter, Proofs
 from proveniq.ledger.publishing import CheckpointPublisher
 from proveniq.ledger.queries import Queries
 from proveniq.ledger.replica import ReplicaReader
@@ -111,9 +111,9 @@ class Runtime:
                 ledger,
                 publisher,
                 telemetry,
-                # the replica's waiters are woken by the primary's seal too; a checkpoint the
-                # replica has not replayed yet is read through its fallback to the primary
-                watch=PostgresCheckpointWatch(connect, poll_seconds=WATCH_POLL_SECONDS),
+                # the replica's waiters are woken by the primary's seal, through the same watch;
+                # a checkpoint the replica has not replayed yet is read through its fallback
+                awaiter=proofs.awaiter,
             )
             if settings.read_replica
             else None
@@ -309,8 +309,6 @@ def release_runtime() -> None:
         rt.proofs.awaiter.watch.close()
     rt.pool.dispose()
     if rt.reads is not None and rt.reads.pool is not None:
-        if rt.reads.proofs.awaiter.watch is not None:
-            rt.reads.proofs.awaiter.watch.close()
         rt.reads.pool.dispose()
 
 
@@ -332,7 +330,7 @@ def _reads(
     publisher: CheckpointPublisher,
     telemetry: Any,
     *,
-    watch: PostgresCheckpointWatch,
+    awaiter: CheckpointAwaiter,
 ) -> Reads:
     if settings.backend == "gcp":
         from proveniq.adapters.gcp.cloudsql import cloudsql_connector
@@ -344,7 +342,7 @@ def _reads(
     pool = pg.Pool(connect, size=settings.read_replica_pool_size)
     fallback = getattr(telemetry, "replica_fallback", None)
     reader = ReplicaReader(primary=ledger, replica=PostgresLedger(pool), on_fallback=fallback)
-    proofs = Proofs(reader=reader, publisher=publisher, telemetry=telemetry, watch=watch)
+    proofs = Proofs(reader=reader, publisher=publisher, telemetry=telemetry, awaiter=awaiter)
     queries = Queries(reader=reader)
     return Reads(
         proofs=proofs,

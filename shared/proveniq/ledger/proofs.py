@@ -128,11 +128,14 @@ class Proofs:
         telemetry: Telemetry | None = None,
         watch: CheckpointWatch | None = None,
         max_waiters: int = MAX_WAITERS,
+        awaiter: CheckpointAwaiter | None = None,
     ) -> None:
+        """`awaiter`: another Proofs' (one watch per process serves both; then `watch` and
+        `max_waiters` are that awaiter's)."""
         self.reader = reader
         self.publisher = publisher
         self.telemetry: Telemetry = telemetry or NoTelemetry()
-        self.awaiter = CheckpointAwaiter(watch, max_waiters=max_waiters)
+        self.awaiter = awaiter or CheckpointAwaiter(watch, max_waiters=max_waiters)
         self.awaiter.subscribe(self._announced)
         self._lock = threading.Lock()
         self._checkpoints: LRUCache[int, StoredCheckpoint] = LRUCache(CACHE_CHECKPOINTS)
